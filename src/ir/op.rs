@@ -1,0 +1,186 @@
+//! The operations of the graph IR: plain data, one variant per layer kind.
+
+use std::fmt;
+
+/// Zero-padding on each side of the two spatial axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pad {
+    pub top: usize,
+    pub bottom: usize,
+    pub left: usize,
+    pub right: usize,
+}
+
+impl Pad {
+    pub fn uniform(p: usize) -> Pad {
+        Pad { top: p, bottom: p, left: p, right: p }
+    }
+}
+
+impl fmt::Display for Pad {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.top == self.bottom && self.top == self.left && self.top == self.right {
+            write!(f, "{}", self.top)
+        } else {
+            write!(f, "{},{},{},{}", self.top, self.bottom, self.left, self.right)
+        }
+    }
+}
+
+/// Two spatial extents, height first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hw(pub usize, pub usize);
+
+impl fmt::Display for Hw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.0, self.1)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv {
+    pub out_channels: usize,
+    pub kernel: Hw,
+    pub stride: Hw,
+    pub pad: Pad,
+    pub dilation: Hw,
+    pub groups: usize,
+    pub bias: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool {
+    pub kind: PoolKind,
+    pub kernel: Hw,
+    pub stride: Hw,
+    pub pad: Pad,
+    /// Output size rounds up instead of down (PyTorch `ceil_mode`).
+    pub ceil: bool,
+    /// Average pooling divides by the whole window, padded cells included.
+    pub count_include_pad: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Relu,
+    Relu6,
+    LeakyRelu { slope: f32 },
+}
+
+impl fmt::Display for Activation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activation::Relu => write!(f, "relu"),
+            Activation::Relu6 => write!(f, "relu6"),
+            Activation::LeakyRelu { slope } => write!(f, "leaky_relu(slope={slope})"),
+        }
+    }
+}
+
+/// One operation. Tensors are NCHW (rank 4) or NF (rank 2, after `flatten` or `dense`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The network input; its shape is the node's shape.
+    Input,
+    Conv(Conv),
+    BatchNorm { eps: f32 },
+    Act(Activation),
+    Pool(Pool),
+    GlobalPool(PoolKind),
+    Dense { out_features: usize, bias: bool },
+    Flatten,
+    /// Concatenation along channels, in input-port order.
+    Concat,
+    /// Elementwise sum of two tensors of the same shape.
+    Add,
+    /// Channels `start..end` of the input.
+    Slice { start: usize, end: usize },
+    /// View channels as (groups, C/groups), transpose, flatten.
+    Shuffle { groups: usize },
+    /// Identity at inference.
+    Dropout { p: f32 },
+    /// Softmax over the channel axis.
+    Softmax,
+}
+
+/// How many inputs an op takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arity {
+    Exactly(usize),
+    AtLeast(usize),
+}
+
+impl Op {
+    /// The op's name as the language spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv(_) => "conv",
+            Op::BatchNorm { .. } => "batchnorm",
+            Op::Act(Activation::Relu) => "relu",
+            Op::Act(Activation::Relu6) => "relu6",
+            Op::Act(Activation::LeakyRelu { .. }) => "leaky_relu",
+            Op::Pool(Pool { kind: PoolKind::Max, .. }) => "maxpool",
+            Op::Pool(Pool { kind: PoolKind::Avg, .. }) => "avgpool",
+            Op::GlobalPool(PoolKind::Max) => "global_maxpool",
+            Op::GlobalPool(PoolKind::Avg) => "global_avgpool",
+            Op::Dense { .. } => "dense",
+            Op::Flatten => "flatten",
+            Op::Concat => "concat",
+            Op::Add => "add",
+            Op::Slice { .. } => "slice",
+            Op::Shuffle { .. } => "shuffle",
+            Op::Dropout { .. } => "dropout",
+            Op::Softmax => "softmax",
+        }
+    }
+
+    pub fn arity(&self) -> Arity {
+        match self {
+            Op::Input => Arity::Exactly(0),
+            Op::Concat => Arity::AtLeast(1),
+            Op::Add => Arity::Exactly(2),
+            _ => Arity::Exactly(1),
+        }
+    }
+
+    /// The attributes as the IR printer shows them, `key=value` separated by spaces.
+    pub fn attrs(&self) -> String {
+        match self {
+            Op::Conv(c) => {
+                let mut s = format!("out={} kernel={} stride={} pad={}", c.out_channels, c.kernel, c.stride, c.pad);
+                if c.dilation != Hw(1, 1) {
+                    s += &format!(" dilation={}", c.dilation);
+                }
+                if c.groups != 1 {
+                    s += &format!(" groups={}", c.groups);
+                }
+                s += if c.bias { " bias" } else { " nobias" };
+                s
+            }
+            Op::BatchNorm { eps } => format!("eps={eps:e}"),
+            Op::Act(Activation::LeakyRelu { slope }) => format!("slope={slope}"),
+            Op::Pool(p) => {
+                let mut s = format!("kernel={} stride={} pad={}", p.kernel, p.stride, p.pad);
+                if p.ceil {
+                    s += " ceil";
+                }
+                if p.kind == PoolKind::Avg && !p.count_include_pad {
+                    s += " exclude_pad";
+                }
+                s
+            }
+            Op::Dense { out_features, bias } => format!("out={out_features}{}", if *bias { " bias" } else { " nobias" }),
+            Op::Slice { start, end } => format!("channels={start}..{end}"),
+            Op::Shuffle { groups } => format!("groups={groups}"),
+            Op::Dropout { p } => format!("p={p}"),
+            _ => String::new(),
+        }
+    }
+}

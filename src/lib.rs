@@ -1,0 +1,67 @@
+//! netc: a compiler for `.net` files, a small language for convolutional networks.
+//!
+//! The pipeline runs one way: source text is parsed ([`syntax`]) into an AST, elaborated
+//! ([`elab`]) into the graph IR ([`ir`]), and transformed by the passes ([`passes`]). Every stage's
+//! output can be printed. This module is the public entry point: compile a file or a string with
+//! hyperparameter overrides, stopping after any stage.
+
+pub mod diag;
+pub mod elab;
+pub mod ir;
+pub mod load;
+pub mod passes;
+pub mod report;
+pub mod source;
+pub mod syntax;
+
+use diag::{Diagnostic, Failure};
+use ir::Graph;
+use source::{SourceMap, Span};
+use std::path::Path;
+
+pub use elab::Options;
+
+/// A compiled network: its IR and the sources it came from.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub sources: SourceMap,
+    pub graph: Graph,
+}
+
+fn internal(message: String) -> Diagnostic {
+    Diagnostic::error("E0900", format!("internal compiler error: {message}"))
+        .with_note("this is a bug in netc, not in the network description")
+}
+
+/// Compiles source text. `name` is shown in diagnostics; includes are resolved against `dir`
+/// (the current directory when `None`). `after` stops the pipeline after the named stage
+/// (see [`passes::stage_names`]).
+pub fn compile_source(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    options: &Options,
+    after: Option<&str>,
+) -> Result<Compiled, Failure> {
+    let mut sources = SourceMap::new();
+    let result = (|| {
+        let program = load::load(&mut sources, name, text.to_string(), dir)?;
+        let mut graph = elab::elaborate(&program.files, Span::new(0, 0, 0), options)?;
+        passes::run(&mut graph, after).map_err(internal)?;
+        Ok(graph)
+    })();
+    match result {
+        Ok(graph) => Ok(Compiled { sources, graph }),
+        Err(d) => Err(Failure { sources, diagnostics: vec![d] }),
+    }
+}
+
+/// Compiles a file from disk.
+pub fn compile_file(path: &Path, options: &Options, after: Option<&str>) -> Result<Compiled, Failure> {
+    let name = path.display().to_string();
+    let text = load::read_source(path).map_err(|e| Failure {
+        sources: SourceMap::new(),
+        diagnostics: vec![Diagnostic::error("E0100", format!("cannot read `{name}`: {e}"))],
+    })?;
+    compile_source(&name, &text, path.parent(), options, after)
+}

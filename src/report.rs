@@ -1,0 +1,135 @@
+//! Reports on a compiled graph: the per-layer cost table of `netc stats` and its JSON form.
+
+use crate::ir::Graph;
+use crate::passes::cost;
+use serde::Serialize;
+use std::fmt::Write;
+
+/// `1234567` as `1,234,567`.
+pub fn thousands(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `3504872` as `3.50M`.
+pub fn short(v: u64) -> String {
+    match v {
+        0..=999 => v.to_string(),
+        1_000..=999_999 => format!("{:.2}K", v as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}M", v as f64 / 1e6),
+        _ => format!("{:.2}G", v as f64 / 1e9),
+    }
+}
+
+/// Bytes in binary units.
+pub fn bytes(v: u64) -> String {
+    if v >= 1 << 20 {
+        format!("{:.2} MiB", v as f64 / (1u64 << 20) as f64)
+    } else if v >= 1 << 10 {
+        format!("{:.1} KiB", v as f64 / 1024.0)
+    } else {
+        format!("{v} B")
+    }
+}
+
+#[derive(Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub op: String,
+    pub shape: Vec<usize>,
+    pub inputs: Vec<String>,
+    pub params: u64,
+    pub macs: u64,
+    pub activation_bytes: u64,
+}
+
+#[derive(Serialize)]
+pub struct Stats {
+    pub net: String,
+    pub hyperparameters: serde_json::Map<String, serde_json::Value>,
+    pub params: u64,
+    pub macs: u64,
+    pub activation_bytes: u64,
+    pub layers: Vec<Layer>,
+}
+
+/// Collects the per-layer costs (the cost pass must have run).
+pub fn stats(graph: &Graph) -> Stats {
+    let order = graph.topo_order().unwrap_or_else(|| graph.g.node_indices().collect());
+    let layers = order
+        .iter()
+        .map(|&ix| {
+            let n = graph.node(ix);
+            let c = n.cost.unwrap_or_default();
+            Layer {
+                name: n.name.clone(),
+                op: n.op.kind().to_string(),
+                shape: n.shape.0.clone(),
+                inputs: graph.inputs_of(ix).iter().map(|&i| graph.node(i).name.clone()).collect(),
+                params: c.params,
+                macs: c.macs,
+                activation_bytes: c.activation_bytes,
+            }
+        })
+        .collect();
+    let t = cost::totals(graph);
+    let hyperparameters = graph
+        .hyper
+        .iter()
+        .map(|(k, v)| {
+            let j = match v {
+                crate::ir::HyperValue::Int(i) => serde_json::json!(i),
+                crate::ir::HyperValue::Float(f) => serde_json::json!(f),
+                crate::ir::HyperValue::Bool(b) => serde_json::json!(b),
+            };
+            (k.clone(), j)
+        })
+        .collect();
+    Stats { net: graph.name.clone(), hyperparameters, params: t.params, macs: t.macs, activation_bytes: t.activation_bytes, layers }
+}
+
+/// The table `netc stats` prints.
+pub fn table(graph: &Graph) -> String {
+    let s = stats(graph);
+    let name_w = s.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
+    let op_w = s.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+    let shape_w = s.layers.iter().map(|l| format!("{:?}", l.shape).len()).max().unwrap_or(6).max(6);
+    let mut out = String::new();
+    let hyper: Vec<String> = graph.hyper.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(out, "{}({})", s.net, hyper.join(", "));
+    let header = format!(
+        "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}",
+        "layer", "op", "output", "params", "MACs", "activations"
+    );
+    let rule = "-".repeat(header.len());
+    let _ = writeln!(out, "{header}\n{rule}");
+    for l in &s.layers {
+        let _ = writeln!(
+            out,
+            "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}",
+            l.name,
+            l.op,
+            format!("{:?}", l.shape),
+            thousands(l.params),
+            thousands(l.macs),
+            bytes(l.activation_bytes)
+        );
+    }
+    let _ = writeln!(out, "{rule}");
+    let _ = writeln!(out, "params:      {:>15}  ({})", thousands(s.params), short(s.params));
+    let _ = writeln!(out, "MACs:        {:>15}  ({})", thousands(s.macs), short(s.macs));
+    let _ = writeln!(
+        out,
+        "activations: {:>15}  ({}, the sum of every node's output)",
+        thousands(s.activation_bytes),
+        bytes(s.activation_bytes)
+    );
+    out
+}
