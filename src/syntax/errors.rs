@@ -116,7 +116,7 @@ pub fn bad_number(span: Span, text: &str) -> Diagnostic {
 pub fn pipe_target(span: Span) -> Diagnostic {
     Diagnostic::error("E0106", "the right side of `|>` must be a layer or block call")
         .with_primary(span, "not a call")
-        .with_help("write `x |> conv(16, 1)` or `x |> relu`")
+        .with_help("`|>` binds loosest of all operators: write `x |> conv(16, 1)`, or `(x |> conv(16, 1)) + y`")
 }
 
 pub fn unclosed_bracket(span: Span, open: char) -> Diagnostic {

@@ -122,10 +122,40 @@ struct Builder {
     file: FileId,
 }
 
+/// The length of `text` without trailing whitespace and comments. Pest includes the whitespace a
+/// rule skipped before an optional part that did not match; spans should end at the last token.
+fn trimmed_len(text: &str) -> usize {
+    let mut t = text;
+    loop {
+        let before = t.len();
+        t = t.trim_end();
+        let line_start = t.rfind('\n').map_or(0, |i| i + 1);
+        if let Some(hash) = comment_start(&t[line_start..]) {
+            t = &t[..line_start + hash];
+        }
+        if t.len() == before {
+            return t.len();
+        }
+    }
+}
+
+/// Where a `#` comment starts in one line, ignoring `#` inside strings.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut in_string = false;
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_string = !in_string,
+            '#' if !in_string => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 impl Builder {
     fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, s.start(), s.start() + trimmed_len(s.as_str()))
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
