@@ -180,7 +180,7 @@ pub fn binary(op: BinOp, a: &Value, b: &Value, span: Span) -> Result<Value> {
                     let q = x.checked_div_euclid(y).ok_or_else(overflow)?;
                     let r = x.checked_rem_euclid(y).ok_or_else(overflow)?;
                     // Python floors toward negative infinity; the euclidean result differs when y < 0.
-                    let (q, r) = if y < 0 && r != 0 { (q + 1, r + y) } else { (q, r) };
+                    let (q, r) = if y < 0 && r != 0 { (q - 1, r + y) } else { (q, r) };
                     Value::Int(if op == FloorDiv { q } else { r })
                 }
                 Eq => Value::Bool(x == y),
@@ -220,4 +220,50 @@ pub fn binary(op: BinOp, a: &Value, b: &Value, span: Span) -> Result<Value> {
         _ => return Err(errors::bad_operands(span, op.symbol(), a, b)),
     };
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call1(name: &str, args: &[Value]) -> Value {
+        let span = Span::default();
+        call(name, args.iter().map(|v| Some((v.clone(), span))).collect(), span).unwrap()
+    }
+
+    #[test]
+    fn make_divisible_is_torchvisions_rounding() {
+        let md = |v: f64| call1("make_divisible", &[Value::Float(v), Value::Int(8), Value::Int(8)]);
+        assert_eq!(md(32.0 * 0.35), Value::Int(16)); // 11.2 -> 8 would lose more than 10%, so 16
+        assert_eq!(md(16.0 * 0.5), Value::Int(8));
+        assert_eq!(md(24.0 * 0.75), Value::Int(24)); // 18 -> 16 is more than 10% down -> 24
+        assert_eq!(md(1280.0 * 1.4), Value::Int(1792));
+        assert_eq!(md(3.0), Value::Int(8)); // never below the divisor
+    }
+
+    #[test]
+    fn round_halves_to_even_as_python() {
+        assert_eq!(call1("round", &[Value::Float(2.5)]), Value::Int(2));
+        assert_eq!(call1("round", &[Value::Float(3.5)]), Value::Int(4));
+        assert_eq!(call1("round", &[Value::Float(-2.5)]), Value::Int(-2));
+        assert_eq!(call1("round", &[Value::Float(2.6)]), Value::Int(3));
+    }
+
+    #[test]
+    fn floor_division_and_remainder_floor_as_python() {
+        let s = Span::default();
+        assert_eq!(binary(BinOp::FloorDiv, &Value::Int(-7), &Value::Int(2), s), Ok(Value::Int(-4)));
+        assert_eq!(binary(BinOp::Rem, &Value::Int(-7), &Value::Int(2), s), Ok(Value::Int(1)));
+        assert_eq!(binary(BinOp::FloorDiv, &Value::Int(7), &Value::Int(-2), s), Ok(Value::Int(-4)));
+        assert_eq!(binary(BinOp::Rem, &Value::Int(7), &Value::Int(-2), s), Ok(Value::Int(-1)));
+        assert_eq!(binary(BinOp::Div, &Value::Int(7), &Value::Int(2), s), Ok(Value::Float(3.5)));
+        assert!(binary(BinOp::FloorDiv, &Value::Int(1), &Value::Int(0), s).is_err());
+        assert!(binary(BinOp::Mul, &Value::Int(i64::MAX), &Value::Int(2), s).is_err());
+    }
+
+    #[test]
+    fn min_and_max_keep_ints() {
+        assert_eq!(call1("max", &[Value::Int(1280), Value::Int(640)]), Value::Int(1280));
+        assert_eq!(call1("min", &[Value::Int(3), Value::Float(2.5)]), Value::Float(2.5));
+    }
 }

@@ -21,8 +21,15 @@ pub fn print(graph: &Graph) -> String {
             line.push_str(&attrs);
         }
         if let Some(c) = node.cost {
-            if c.params > 0 || c.macs > 0 {
-                let _ = write!(line, "  # params={} macs={}", c.params, c.macs);
+            let mut parts = Vec::new();
+            if c.params > 0 {
+                parts.push(format!("params={}", c.params));
+            }
+            if c.macs > 0 {
+                parts.push(format!("macs={}", c.macs));
+            }
+            if !parts.is_empty() {
+                let _ = write!(line, "  # {}", parts.join(" "));
             }
         }
         let _ = writeln!(out, "{}", line.trim_end());

@@ -296,3 +296,97 @@ fn as_weight(e: ShapeError) -> ShapeError {
         e => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::op::{Activation, Hw, Pad, PoolKind};
+
+    fn conv(out: usize, k: usize, s: usize, p: usize, groups: usize) -> Op {
+        Op::Conv(Conv {
+            out_channels: out,
+            kernel: Hw(k, k),
+            stride: Hw(s, s),
+            pad: Pad::uniform(p),
+            dilation: Hw(1, 1),
+            groups,
+            bias: true,
+        })
+    }
+
+    fn pool(k: usize, s: usize, p: usize, ceil: bool) -> Op {
+        Op::Pool(Pool {
+            kind: PoolKind::Max,
+            kernel: Hw(k, k),
+            stride: Hw(s, s),
+            pad: Pad::uniform(p),
+            ceil,
+            count_include_pad: true,
+        })
+    }
+
+    fn nchw(c: usize, h: usize, w: usize) -> Shape {
+        Shape(vec![1, c, h, w])
+    }
+
+    #[test]
+    fn conv_output_size_floors() {
+        // SqueezeNet v1.0's conv1 on a 224 input: (224 - 7) / 2 + 1 = 109.
+        assert_eq!(infer(&conv(96, 7, 2, 0, 1), &[&nchw(3, 224, 224)]), Ok(nchw(96, 109, 109)));
+        assert_eq!(infer(&conv(32, 3, 2, 1, 1), &[&nchw(3, 224, 224)]), Ok(nchw(32, 112, 112)));
+    }
+
+    #[test]
+    fn ceil_mode_pooling_matches_pytorch() {
+        // torchvision's SqueezeNet at 224: 109 -> 54 -> 27 -> 13 with 3x3/2 ceil-mode pooling.
+        assert_eq!(infer(&pool(3, 2, 0, true), &[&nchw(96, 109, 109)]), Ok(nchw(96, 54, 54)));
+        assert_eq!(infer(&pool(3, 2, 0, true), &[&nchw(256, 54, 54)]), Ok(nchw(256, 27, 27)));
+        assert_eq!(infer(&pool(3, 2, 0, true), &[&nchw(512, 27, 27)]), Ok(nchw(512, 13, 13)));
+        assert_eq!(infer(&pool(3, 2, 0, false), &[&nchw(96, 54, 54)]), Ok(nchw(96, 26, 26)));
+        // The last window may not start in the trailing padding: 2x2/2, pad 1, input 4 gives 3, not 4.
+        assert_eq!(infer(&pool(2, 2, 1, true), &[&nchw(1, 4, 4)]), Ok(nchw(1, 3, 3)));
+    }
+
+    #[test]
+    fn groups_must_divide_both_channel_counts() {
+        assert_eq!(
+            infer(&conv(240, 1, 1, 0, 3), &[&nchw(100, 8, 8)]),
+            Err(ShapeError::GroupsInput { channels: 100, groups: 3 })
+        );
+        assert_eq!(
+            infer(&conv(100, 1, 1, 0, 3), &[&nchw(99, 8, 8)]),
+            Err(ShapeError::GroupsOutput { channels: 100, groups: 3 })
+        );
+    }
+
+    #[test]
+    fn kernel_larger_than_padded_input_is_an_error() {
+        assert_eq!(
+            infer(&conv(8, 5, 1, 1, 1), &[&nchw(3, 2, 2)]),
+            Err(ShapeError::KernelTooLarge { axis: 0, kernel: 5, padded: 4, input: 2 })
+        );
+    }
+
+    #[test]
+    fn concat_and_add_check_the_other_dimensions() {
+        assert_eq!(infer(&Op::Concat, &[&nchw(4, 8, 8), &nchw(6, 8, 8)]), Ok(nchw(10, 8, 8)));
+        assert!(matches!(
+            infer(&Op::Concat, &[&nchw(4, 8, 8), &nchw(6, 7, 8)]),
+            Err(ShapeError::ConcatMismatch { input: 1, axis: 2, .. })
+        ));
+        assert!(matches!(infer(&Op::Add, &[&nchw(4, 8, 8), &nchw(5, 8, 8)]), Err(ShapeError::Mismatch { .. })));
+        assert_eq!(infer(&Op::Act(Activation::Relu6), &[&nchw(4, 8, 8)]), Ok(nchw(4, 8, 8)));
+    }
+
+    #[test]
+    fn huge_outputs_and_weights_are_rejected() {
+        assert!(matches!(
+            infer(&conv(1 << 20, 1, 1, 0, 1), &[&nchw(3, 1024, 1024)]),
+            Err(ShapeError::TooLarge { weight: false, .. })
+        ));
+        assert!(matches!(
+            infer(&conv(1 << 16, 1, 1, 0, 1), &[&Shape(vec![1, 1 << 16, 1, 1])]),
+            Err(ShapeError::TooLarge { weight: true, .. })
+        ));
+    }
+}
