@@ -33,18 +33,32 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(code: &'static str, message: impl Into<String>) -> Diagnostic {
-        Diagnostic { code, message: message.into(), labels: Vec::new(), notes: Vec::new(), help: None }
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            notes: Vec::new(),
+            help: None,
+        }
     }
 
     /// Adds the primary label: the place the error is.
     pub fn with_primary(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label { span, text: text.into(), primary: true });
+        self.labels.push(Label {
+            span,
+            text: text.into(),
+            primary: true,
+        });
         self
     }
 
     /// Adds a secondary label: a place that explains the error.
     pub fn with_secondary(mut self, span: Span, text: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label { span, text: text.into(), primary: false });
+        self.labels.push(Label {
+            span,
+            text: text.into(),
+            primary: false,
+        });
         self
     }
 
@@ -68,7 +82,11 @@ impl Diagnostic {
             .labels
             .iter()
             .map(|l| {
-                let style = if l.primary { cs::LabelStyle::Primary } else { cs::LabelStyle::Secondary };
+                let style = if l.primary {
+                    cs::LabelStyle::Primary
+                } else {
+                    cs::LabelStyle::Secondary
+                };
                 cs::Label::new(style, l.span.file, l.span.range()).with_message(&l.text)
             })
             .collect();
@@ -108,7 +126,8 @@ pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
         // Spans always come from these sources, so rendering cannot fail; if it ever did, the
         // message alone is still printed below.
         if term::emit(&mut out, &config, &files, &d.to_codespan()).is_err() {
-            out.get_mut().extend_from_slice(format!("error[{}]: {}\n", d.code, d.message).as_bytes());
+            out.get_mut()
+                .extend_from_slice(format!("error[{}]: {}\n", d.code, d.message).as_bytes());
         }
     }
     String::from_utf8_lossy(&out.into_inner()).into_owned()
@@ -117,7 +136,11 @@ pub fn render(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
 /// Prints diagnostics on stderr, in colour when stderr is a terminal.
 pub fn emit_stderr(sources: &SourceMap, diagnostics: &[Diagnostic]) {
     use std::io::IsTerminal;
-    let choice = if std::io::stderr().is_terminal() { ColorChoice::Auto } else { ColorChoice::Never };
+    let choice = if std::io::stderr().is_terminal() {
+        ColorChoice::Auto
+    } else {
+        ColorChoice::Never
+    };
     let files = files_of(sources);
     let config = term::Config::default();
     let mut stream = StandardStream::stderr(choice);

@@ -52,7 +52,10 @@ pub fn compile_source(
     })();
     match result {
         Ok(graph) => Ok(Compiled { sources, graph }),
-        Err(d) => Err(Failure { sources, diagnostics: vec![d] }),
+        Err(d) => Err(Failure {
+            sources,
+            diagnostics: vec![d],
+        }),
     }
 }
 

@@ -19,11 +19,32 @@ pub struct Program {
 
 /// Reads a source file, or says why not.
 pub fn read_source(path: &Path) -> Result<String, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    if bytes.len() > syntax::MAX_SOURCE_BYTES {
-        return Err(format!("the file has {} bytes; the limit is {}", bytes.len(), syntax::MAX_SOURCE_BYTES));
+    use std::io::Read;
+    // Devices, pipes and sockets are refused before opening: opening a pipe, or reading a
+    // terminal or `/dev/zero`, could block or never end. (Directories fail when read.)
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() && !meta.is_dir() {
+        return Err("it is not a regular file".to_string());
     }
-    String::from_utf8(bytes).map_err(|e| format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()))
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    // At most one byte more than the limit is read, whatever size the file claims.
+    let mut bytes = Vec::new();
+    file.take(syntax::MAX_SOURCE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() > syntax::MAX_SOURCE_BYTES {
+        let size = meta.len().max(bytes.len() as u64);
+        return Err(format!(
+            "the file has {size} bytes; the limit is {}",
+            syntax::MAX_SOURCE_BYTES
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// Parses `text` (shown as `name`, located in `dir`) and everything it includes.
@@ -48,7 +69,10 @@ pub fn load(sources: &mut SourceMap, name: &str, text: String, dir: Option<&Path
             .collect();
         for (path, span) in includes {
             let full = base.as_deref().unwrap_or(Path::new(".")).join(&path);
-            let canonical = full.canonicalize().map_err(|e| errors::include_failed(span, &path, &e.to_string()))?;
+            let shown = full.display().to_string();
+            let canonical = full
+                .canonicalize()
+                .map_err(|e| errors::include_failed(span, &path, &shown, &e.to_string()))?;
             if seen.contains(&canonical) {
                 continue;
             }
@@ -56,7 +80,7 @@ pub fn load(sources: &mut SourceMap, name: &str, text: String, dir: Option<&Path
                 return Err(errors::limit(span, "the number of included files", MAX_FILES as u64));
             }
             seen.push(canonical.clone());
-            let text = read_source(&canonical).map_err(|e| errors::include_failed(span, &path, &e))?;
+            let text = read_source(&canonical).map_err(|e| errors::include_failed(span, &path, &shown, &e))?;
             let id = sources.add(full.display().to_string(), text);
             files.push(syntax::parse(id, &sources.file(id).text.clone())?);
             queue.push((files.len() - 1, canonical.parent().map(Path::to_path_buf)));

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "netc", version, about = "Check, measure and compile .net convolutional network descriptions")]
+#[command(
+    name = "netc",
+    version,
+    about = "Check, measure and compile .net convolutional network descriptions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,10 @@ fn compile(common: &Common, after: Option<&str>) -> Result<Compiled, ExitCode> {
             }
         }
     }
-    let options = Options { overrides, batch: common.batch as usize };
+    let options = Options {
+        overrides,
+        batch: common.batch as usize,
+    };
     compile_file(&common.file, &options, after).map_err(|f| {
         diag::emit_stderr(&f.sources, &f.diagnostics);
         ExitCode::FAILURE

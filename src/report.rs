@@ -72,7 +72,11 @@ pub fn stats(graph: &Graph) -> Stats {
                 name: n.name.clone(),
                 op: n.op.kind().to_string(),
                 shape: n.shape.0.clone(),
-                inputs: graph.inputs_of(ix).iter().map(|&i| graph.node(i).name.clone()).collect(),
+                inputs: graph
+                    .inputs_of(ix)
+                    .iter()
+                    .map(|&i| graph.node(i).name.clone())
+                    .collect(),
                 params: c.params,
                 macs: c.macs,
                 activation_bytes: c.activation_bytes,
@@ -92,7 +96,14 @@ pub fn stats(graph: &Graph) -> Stats {
             (k.clone(), j)
         })
         .collect();
-    Stats { net: graph.name.clone(), hyperparameters, params: t.params, macs: t.macs, activation_bytes: t.activation_bytes, layers }
+    Stats {
+        net: graph.name.clone(),
+        hyperparameters,
+        params: t.params,
+        macs: t.macs,
+        activation_bytes: t.activation_bytes,
+        layers,
+    }
 }
 
 /// The table `netc stats` prints.
@@ -100,7 +111,13 @@ pub fn table(graph: &Graph) -> String {
     let s = stats(graph);
     let name_w = s.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
     let op_w = s.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
-    let shape_w = s.layers.iter().map(|l| format!("{:?}", l.shape).len()).max().unwrap_or(6).max(6);
+    let shape_w = s
+        .layers
+        .iter()
+        .map(|l| format!("{:?}", l.shape).len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
     let mut out = String::new();
     let hyper: Vec<String> = graph.hyper.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(out, "{}({})", s.net, hyper.join(", "));

@@ -11,8 +11,20 @@ use crate::source::Span;
 use crate::syntax::ast::BinOp;
 
 /// Names of the builtin functions.
-pub const NAMES: [&str; 12] =
-    ["min", "max", "round", "floor", "ceil", "int", "float", "abs", "make_divisible", "range", "len", "error"];
+pub const NAMES: [&str; 12] = [
+    "min",
+    "max",
+    "round",
+    "floor",
+    "ceil",
+    "int",
+    "float",
+    "abs",
+    "make_divisible",
+    "range",
+    "len",
+    "error",
+];
 
 /// Names of the builtin constants.
 pub const CONSTANTS: [&str; 2] = ["same", "valid"];
@@ -30,7 +42,11 @@ pub fn constant(name: &str) -> Option<Value> {
 }
 
 fn p(name: &str, ty: Type, default: Default) -> Signature {
-    Signature { name: name.to_string(), ty, default }
+    Signature {
+        name: name.to_string(),
+        ty,
+        default,
+    }
 }
 
 pub fn params(name: &str) -> Vec<Signature> {
@@ -88,10 +104,20 @@ fn round_half_even(f: f64) -> f64 {
 pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<Value> {
     for (v, s) in args.iter().flatten() {
         if !matches!(v, Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::List(_)) {
-            return Err(errors::wrong_type(*s, &format!("the argument of `{name}`"), "a number", v));
+            return Err(errors::wrong_type(
+                *s,
+                &format!("the argument of `{name}`"),
+                "a number",
+                v,
+            ));
         }
         if matches!(v, Value::Str(_) | Value::List(_)) && !matches!(name, "error" | "len") {
-            return Err(errors::wrong_type(*s, &format!("the argument of `{name}`"), "a number", v));
+            return Err(errors::wrong_type(
+                *s,
+                &format!("the argument of `{name}`"),
+                "a number",
+                v,
+            ));
         }
     }
     let arg = |i: usize| args[i].as_ref().map(|(v, _)| v);
@@ -110,7 +136,10 @@ pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<
             }
         }
         "abs" => match arg(0).unwrap() {
-            Value::Int(i) => Value::Int(i.checked_abs().ok_or_else(|| errors::arithmetic(span, "integer overflow"))?),
+            Value::Int(i) => Value::Int(
+                i.checked_abs()
+                    .ok_or_else(|| errors::arithmetic(span, "integer overflow"))?,
+            ),
             v => Value::Float(float(v).abs()),
         },
         "round" => to_int(round_half_even(float(arg(0).unwrap())), span)?,
@@ -122,7 +151,11 @@ pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<
             let v = float(arg(0).unwrap());
             let divisor = int(arg(1).unwrap());
             if divisor < 1 {
-                return Err(errors::non_positive(args[1].as_ref().unwrap().1, "the divisor of `make_divisible`", divisor));
+                return Err(errors::non_positive(
+                    args[1].as_ref().unwrap().1,
+                    "the divisor of `make_divisible`",
+                    divisor,
+                ));
             }
             let min_value = arg(2).map_or(divisor, int);
             let d = divisor as f64;
@@ -252,11 +285,26 @@ mod tests {
     #[test]
     fn floor_division_and_remainder_floor_as_python() {
         let s = Span::default();
-        assert_eq!(binary(BinOp::FloorDiv, &Value::Int(-7), &Value::Int(2), s), Ok(Value::Int(-4)));
-        assert_eq!(binary(BinOp::Rem, &Value::Int(-7), &Value::Int(2), s), Ok(Value::Int(1)));
-        assert_eq!(binary(BinOp::FloorDiv, &Value::Int(7), &Value::Int(-2), s), Ok(Value::Int(-4)));
-        assert_eq!(binary(BinOp::Rem, &Value::Int(7), &Value::Int(-2), s), Ok(Value::Int(-1)));
-        assert_eq!(binary(BinOp::Div, &Value::Int(7), &Value::Int(2), s), Ok(Value::Float(3.5)));
+        assert_eq!(
+            binary(BinOp::FloorDiv, &Value::Int(-7), &Value::Int(2), s),
+            Ok(Value::Int(-4))
+        );
+        assert_eq!(
+            binary(BinOp::Rem, &Value::Int(-7), &Value::Int(2), s),
+            Ok(Value::Int(1))
+        );
+        assert_eq!(
+            binary(BinOp::FloorDiv, &Value::Int(7), &Value::Int(-2), s),
+            Ok(Value::Int(-4))
+        );
+        assert_eq!(
+            binary(BinOp::Rem, &Value::Int(7), &Value::Int(-2), s),
+            Ok(Value::Int(-1))
+        );
+        assert_eq!(
+            binary(BinOp::Div, &Value::Int(7), &Value::Int(2), s),
+            Ok(Value::Float(3.5))
+        );
         assert!(binary(BinOp::FloorDiv, &Value::Int(1), &Value::Int(0), s).is_err());
         assert!(binary(BinOp::Mul, &Value::Int(i64::MAX), &Value::Int(2), s).is_err());
     }

@@ -13,9 +13,26 @@ use crate::source::Span;
 use crate::syntax::ast::{Call, Ident};
 
 pub const NAMES: [&str; 20] = [
-    "conv", "dwconv", "batchnorm", "relu", "relu6", "leaky_relu", "identity", "maxpool", "avgpool",
-    "global_avgpool", "global_maxpool", "dense", "flatten", "concat", "add", "split", "shuffle", "dropout",
-    "softmax", "slice",
+    "conv",
+    "dwconv",
+    "batchnorm",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "identity",
+    "maxpool",
+    "avgpool",
+    "global_avgpool",
+    "global_maxpool",
+    "dense",
+    "flatten",
+    "concat",
+    "add",
+    "split",
+    "shuffle",
+    "dropout",
+    "softmax",
+    "slice",
 ];
 
 pub fn lookup(name: &str) -> Option<&'static str> {
@@ -23,7 +40,11 @@ pub fn lookup(name: &str) -> Option<&'static str> {
 }
 
 fn p(name: &str, ty: Type, default: Default) -> Signature {
-    Signature { name: name.to_string(), ty, default }
+    Signature {
+        name: name.to_string(),
+        ty,
+        default,
+    }
 }
 
 fn int(v: i64) -> Default {
@@ -69,7 +90,11 @@ fn signature(layer: &str) -> Vec<Signature> {
             s
         }
         "dense" => {
-            vec![x(), p("out", Type::Int, Required), p("bias", Type::Bool, Value(super::Value::Bool(true)))]
+            vec![
+                x(),
+                p("out", Type::Int, Required),
+                p("bias", Type::Bool, Value(super::Value::Bool(true))),
+            ]
         }
         "add" => vec![p("a", Type::Tensor, Required), p("b", Type::Tensor, Required)],
         "split" => vec![x(), p("parts", Type::Any, int(2))],
@@ -122,12 +147,13 @@ fn pair(v: &Value, span: Span, what: &str, min: i64) -> Result<Hw> {
     let one = |v: &Value| -> Result<usize> {
         match v {
             Value::Int(i) if *i < min && min == 1 => Err(errors::non_positive(span, what, *i)),
-            Value::Int(i) if *i < min => {
-                Err(errors::invalid_value(span, what, "not negative", v))
-            }
-            Value::Int(i) if *i > super::MAX_SIZE => {
-                Err(errors::invalid_value(span, what, &format!("at most {}", super::MAX_SIZE), v))
-            }
+            Value::Int(i) if *i < min => Err(errors::invalid_value(span, what, "not negative", v)),
+            Value::Int(i) if *i > super::MAX_SIZE => Err(errors::invalid_value(
+                span,
+                what,
+                &format!("at most {}", super::MAX_SIZE),
+                v,
+            )),
             Value::Int(i) => Ok(*i as usize),
             other => Err(errors::wrong_type(span, what, "an int or [h, w]", other)),
         }
@@ -150,12 +176,25 @@ fn same(input: usize, kernel: usize, stride: usize, dilation: usize) -> (usize, 
     (total / 2, total - total / 2)
 }
 
-fn padding(v: &Value, span: Span, what: &str, input: (usize, usize), kernel: Hw, stride: Hw, dilation: Hw) -> Result<Pad> {
+fn padding(
+    v: &Value,
+    span: Span,
+    what: &str,
+    input: (usize, usize),
+    kernel: Hw,
+    stride: Hw,
+    dilation: Hw,
+) -> Result<Pad> {
     match v {
         Value::Str(s) if s == "same" => {
             let (top, bottom) = same(input.0, kernel.0, stride.0, dilation.0);
             let (left, right) = same(input.1, kernel.1, stride.1, dilation.1);
-            Ok(Pad { top, bottom, left, right })
+            Ok(Pad {
+                top,
+                bottom,
+                left,
+                right,
+            })
         }
         Value::Str(s) if s == "valid" => Ok(Pad::default()),
         Value::List(items) if items.len() == 4 => {
@@ -163,15 +202,35 @@ fn padding(v: &Value, span: Span, what: &str, input: (usize, usize), kernel: Hw,
             for (i, item) in items.iter().enumerate() {
                 sides[i] = pair(item, span, what, 0)?.0;
             }
-            Ok(Pad { top: sides[0], bottom: sides[1], left: sides[2], right: sides[3] })
+            Ok(Pad {
+                top: sides[0],
+                bottom: sides[1],
+                left: sides[2],
+                right: sides[3],
+            })
         }
         Value::Int(_) | Value::List(_) => {
             let hw = pair(v, span, what, 0).map_err(|_| {
-                errors::invalid_value(span, what, "an int, [h, w], [top, bottom, left, right], same or valid", v)
+                errors::invalid_value(
+                    span,
+                    what,
+                    "an int, [h, w], [top, bottom, left, right], same or valid",
+                    v,
+                )
             })?;
-            Ok(Pad { top: hw.0, bottom: hw.0, left: hw.1, right: hw.1 })
+            Ok(Pad {
+                top: hw.0,
+                bottom: hw.0,
+                left: hw.1,
+                right: hw.1,
+            })
         }
-        other => Err(errors::invalid_value(span, what, "an int, [h, w], [top, bottom, left, right], same or valid", other)),
+        other => Err(errors::invalid_value(
+            span,
+            what,
+            "an int, [h, w], [top, bottom, left, right], same or valid",
+            other,
+        )),
     }
 }
 
@@ -196,7 +255,11 @@ impl Elab<'_> {
                 Ok((s.0[2], s.0[3]))
             } else {
                 Err(errors::shape(
-                    &crate::ir::shape::ShapeError::Rank { input: 0, expected: &[4], found: s.clone() },
+                    &crate::ir::shape::ShapeError::Rank {
+                        input: 0,
+                        expected: &[4],
+                        found: s.clone(),
+                    },
                     layer,
                     span,
                     &[(a.tensor(0).1, s.clone())],
@@ -231,7 +294,15 @@ impl Elab<'_> {
                 } else {
                     (channels, a.bool(6))
                 };
-                Op::Conv(Conv { out_channels: out, kernel, stride, pad, dilation, groups, bias })
+                Op::Conv(Conv {
+                    out_channels: out,
+                    kernel,
+                    stride,
+                    pad,
+                    dilation,
+                    groups,
+                    bias,
+                })
             }
             "batchnorm" => {
                 let eps = a.float(1);
@@ -243,7 +314,9 @@ impl Elab<'_> {
             }
             "relu" => Op::Act(Activation::Relu),
             "relu6" => Op::Act(Activation::Relu6),
-            "leaky_relu" => Op::Act(Activation::LeakyRelu { slope: a.float(1) as f32 }),
+            "leaky_relu" => Op::Act(Activation::LeakyRelu {
+                slope: a.float(1) as f32,
+            }),
             "maxpool" | "avgpool" => {
                 let (x, _) = a.tensor(0);
                 let hw = spatial(self, x)?;
@@ -255,15 +328,29 @@ impl Elab<'_> {
                 };
                 let (pv, ps) = a.get(3).unwrap();
                 let pad = padding(pv, *ps, &what("pad"), hw, kernel, stride, Hw(1, 1))?;
-                let kind = if layer == "maxpool" { PoolKind::Max } else { PoolKind::Avg };
+                let kind = if layer == "maxpool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Avg
+                };
                 let count_include_pad = layer == "avgpool" && a.bool(5);
-                Op::Pool(Pool { kind, kernel, stride, pad, ceil: a.bool(4), count_include_pad })
+                Op::Pool(Pool {
+                    kind,
+                    kernel,
+                    stride,
+                    pad,
+                    ceil: a.bool(4),
+                    count_include_pad,
+                })
             }
             "global_avgpool" => Op::GlobalPool(PoolKind::Avg),
             "global_maxpool" => Op::GlobalPool(PoolKind::Max),
             "dense" => {
                 let (out, s) = a.int(1);
-                Op::Dense { out_features: self.size(&Value::Int(out), s, &what("out"))?, bias: a.bool(2) }
+                Op::Dense {
+                    out_features: self.size(&Value::Int(out), s, &what("out"))?,
+                    bias: a.bool(2),
+                }
             }
             "flatten" => Op::Flatten,
             "softmax" => Op::Softmax,
@@ -277,21 +364,37 @@ impl Elab<'_> {
             }
             "shuffle" => {
                 let (g, s) = a.int(1);
-                Op::Shuffle { groups: self.size(&Value::Int(g), s, &what("groups"))? }
+                Op::Shuffle {
+                    groups: self.size(&Value::Int(g), s, &what("groups"))?,
+                }
             }
             "slice" => {
                 let (start, ss) = a.int(1);
                 let (end, es) = a.int(2);
                 if start < 0 {
-                    return Err(errors::invalid_value(ss, &what("start"), "not negative", &Value::Int(start)));
+                    return Err(errors::invalid_value(
+                        ss,
+                        &what("start"),
+                        "not negative",
+                        &Value::Int(start),
+                    ));
                 }
                 let end = self.size(&Value::Int(end), es, &what("end"))?;
-                Op::Slice { start: start as usize, end }
+                Op::Slice {
+                    start: start as usize,
+                    end,
+                }
             }
             "add" => {
                 let (x, xs) = a.tensor(0);
                 let (y, ys) = a.tensor(1);
-                return Ok(Value::Tensor(self.add_node(Op::Add, &[(x, xs), (y, ys)], local, span, layer)?));
+                return Ok(Value::Tensor(self.add_node(
+                    Op::Add,
+                    &[(x, xs), (y, ys)],
+                    local,
+                    span,
+                    layer,
+                )?));
             }
             "split" => return self.split(&a, local, call),
             _ => unreachable!("every layer name has a case: {layer}"),
@@ -321,9 +424,20 @@ impl Elab<'_> {
             }
         }
         if inputs.is_empty() {
-            return Err(errors::missing_argument(call.args_span.unwrap_or(call.span), "concat", "tensors", &["tensors..."]));
+            return Err(errors::missing_argument(
+                call.args_span.unwrap_or(call.span),
+                "concat",
+                "tensors",
+                &["tensors..."],
+            ));
         }
-        Ok(Value::Tensor(self.add_node(Op::Concat, &inputs, local, call.span, "concat")?))
+        Ok(Value::Tensor(self.add_node(
+            Op::Concat,
+            &inputs,
+            local,
+            call.span,
+            "concat",
+        )?))
     }
 
     /// `split(x, parts)`: `parts` equal channel groups, or groups of the listed sizes.
@@ -343,13 +457,23 @@ impl Elab<'_> {
                         &[(xs, shape)],
                     ));
                 }
+                if n as u64 > super::MAX_NODES {
+                    return Err(errors::limit(ps, "the number of nodes", super::MAX_NODES));
+                }
                 vec![channels / n; n]
             }
             Value::List(items) => items
                 .iter()
                 .map(|v| self.size(v, ps, "a size in `parts` of `split`"))
                 .collect::<Result<_>>()?,
-            other => return Err(errors::wrong_type(ps, "`parts` of `split`", "an int or a list of sizes", other)),
+            other => {
+                return Err(errors::wrong_type(
+                    ps,
+                    "`parts` of `split`",
+                    "an int or a list of sizes",
+                    other,
+                ))
+            }
         };
         let total: usize = sizes.iter().sum();
         if total != channels {
@@ -363,8 +487,17 @@ impl Elab<'_> {
         let mut start = 0;
         let mut parts = Vec::new();
         for (i, size) in sizes.into_iter().enumerate() {
-            let op = Op::Slice { start, end: start + size };
-            parts.push(Value::Tensor(self.add_node(op, &[(x, xs)], format!("{local}.{i}"), call.span, "split")?));
+            let op = Op::Slice {
+                start,
+                end: start + size,
+            };
+            parts.push(Value::Tensor(self.add_node(
+                op,
+                &[(x, xs)],
+                format!("{local}.{i}"),
+                call.span,
+                "split",
+            )?));
             start += size;
         }
         Ok(Value::List(parts))

@@ -30,10 +30,23 @@ pub type Result<T> = std::result::Result<T, Diagnostic>;
 
 /// Most nodes a network may have.
 pub const MAX_NODES: u64 = 200_000;
-/// Most evaluation steps (statements and calls) one elaboration may take.
+/// Most evaluation steps one elaboration may take: statements, calls and expressions, plus one
+/// per list element or 64 bytes of text in every value an expression yields (values are copied
+/// when they are used, so this bounds the copying too).
 pub const MAX_STEPS: u64 = 5_000_000;
 /// Largest value a size attribute (channels, kernel, stride, padding, input size) may have.
 pub const MAX_SIZE: i64 = 1 << 24;
+/// Deepest nesting of expression evaluation, counted through block and function calls, so that
+/// elaboration cannot exhaust the stack.
+pub const MAX_EVAL_DEPTH: usize = 768;
+/// Deepest nesting of block and function calls.
+pub const MAX_CALL_DEPTH: usize = 64;
+/// Levels of [`MAX_EVAL_DEPTH`] one nested `if` or `for` body counts as.
+const BODY_DEPTH: usize = 2;
+/// Deepest nesting of lists in a value.
+pub const MAX_LIST_DEPTH: usize = 64;
+/// Longest node name (or `as` label), in bytes.
+pub const MAX_NAME_BYTES: usize = 512;
 
 /// Options that are not part of the source.
 #[derive(Clone, Debug)]
@@ -46,7 +59,10 @@ pub struct Options {
 
 impl std::default::Default for Options {
     fn default() -> Options {
-        Options { overrides: Vec::new(), batch: 1 }
+        Options {
+            overrides: Vec::new(),
+            batch: 1,
+        }
     }
 }
 
@@ -78,7 +94,14 @@ struct Frame {
 
 impl Frame {
     fn new(kind: FrameKind, name: &str, prefix: String) -> Frame {
-        Frame { kind, name: name.to_string(), prefix, locals: HashMap::new(), taken: HashSet::new(), counters: HashMap::new() }
+        Frame {
+            kind,
+            name: name.to_string(),
+            prefix,
+            locals: HashMap::new(),
+            taken: HashSet::new(),
+            counters: HashMap::new(),
+        }
     }
 }
 
@@ -91,6 +114,8 @@ struct Elab<'a> {
     origins: HashMap<NodeId, Span>,
     input_span: Option<Span>,
     steps: u64,
+    /// Nesting of expressions and statement bodies being evaluated, in [`MAX_EVAL_DEPTH`] levels.
+    depth: usize,
     batch: usize,
 }
 
@@ -105,6 +130,7 @@ pub fn elaborate(files: &[File], main_span: Span, options: &Options) -> Result<G
         origins: HashMap::new(),
         input_span: None,
         steps: 0,
+        depth: 0,
         batch: options.batch.max(1),
     };
     e.bind_hyperparameters(&options.overrides)?;
@@ -116,7 +142,10 @@ pub fn elaborate(files: &[File], main_span: Span, options: &Options) -> Result<G
         return Err(errors::no_input(net.name.span));
     }
     let Some((value, span)) = result else {
-        return Err(errors::no_return(net.name.span, &format!("network `{}`", net.name.name)));
+        return Err(errors::no_return(
+            net.name.span,
+            &format!("network `{}`", net.name.name),
+        ));
     };
     e.graph.outputs = match &value {
         Value::Tensor(t) => vec![*t],
@@ -174,7 +203,26 @@ fn collect(files: &[File], main_span: Span) -> Result<Defs<'_>> {
         }
     }
     let net = net.ok_or_else(|| errors::no_net(main_span))?;
-    Ok(Defs { net, blocks, fns, consts })
+    Ok(Defs {
+        net,
+        blocks,
+        fns,
+        consts,
+    })
+}
+
+/// What copying a value costs, in steps (one per list element, nested ones included, and one per
+/// 64 bytes of text), and how deeply its lists nest. Values are checked against
+/// [`MAX_LIST_DEPTH`] as they are made, so the recursion is bounded.
+fn value_cost(v: &Value) -> (u64, usize) {
+    match v {
+        Value::List(items) => items.iter().fold((items.len() as u64, 1), |(cost, depth), item| {
+            let (c, d) = value_cost(item);
+            (cost + c, depth.max(d + 1))
+        }),
+        Value::Str(s) => (s.len() as u64 / 64, 0),
+        _ => (0, 0),
+    }
 }
 
 fn join(prefix: &str, local: &str) -> String {
@@ -203,13 +251,16 @@ impl<'a> Elab<'a> {
     fn declared_type(&mut self, p: &Param) -> Result<Option<Type>> {
         match &p.ty {
             None => Ok(None),
-            Some(t) => Type::parse(&t.name).map(Some).ok_or_else(|| errors::unknown_type(t.span, &t.name)),
+            Some(t) => Type::parse(&t.name)
+                .map(Some)
+                .ok_or_else(|| errors::unknown_type(t.span, &t.name)),
         }
     }
 
     fn bind_hyperparameters(&mut self, overrides: &[(String, String)]) -> Result<()> {
         let net = self.defs.net;
-        self.frames.push(Frame::new(FrameKind::Net, &net.name.name, String::new()));
+        self.frames
+            .push(Frame::new(FrameKind::Net, &net.name.name, String::new()));
         let mut known: Vec<(String, String)> = Vec::new();
         let mut decls: Vec<(&Param, Type, Option<Value>)> = Vec::new();
         for p in &net.params {
@@ -258,7 +309,12 @@ impl<'a> Elab<'a> {
             let (p, ty, _) = &decls[i];
             let parsed = match ty {
                 Type::Int => text.trim().parse::<i64>().ok().map(Value::Int),
-                Type::Float => text.trim().parse::<f64>().ok().filter(|v| v.is_finite()).map(Value::Float),
+                Type::Float => text
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(Value::Float),
                 Type::Bool => match text.trim() {
                     "true" => Some(Value::Bool(true)),
                     "false" => Some(Value::Bool(false)),
@@ -315,6 +371,22 @@ impl<'a> Elab<'a> {
         Ok(None)
     }
 
+    /// Runs the body of an `if` or `for`. Nested bodies count towards [`MAX_EVAL_DEPTH`], each
+    /// as [`BODY_DEPTH`] levels since running a statement takes more stack than an expression.
+    fn exec_nested(&mut self, stmts: &[Stmt], span: Span) -> Result<Option<(Value, Span)>> {
+        if self.depth + BODY_DEPTH > MAX_EVAL_DEPTH {
+            return Err(errors::limit(
+                span,
+                "the nesting depth of evaluation",
+                MAX_EVAL_DEPTH as u64,
+            ));
+        }
+        self.depth += BODY_DEPTH;
+        let result = self.exec(stmts);
+        self.depth -= BODY_DEPTH;
+        result
+    }
+
     fn exec_one(&mut self, stmt: &Stmt) -> Result<Option<(Value, Span)>> {
         match stmt {
             Stmt::Input { name, dims, span } => {
@@ -324,30 +396,44 @@ impl<'a> Elab<'a> {
             Stmt::Let { pattern, value, span } => {
                 self.step(*span)?;
                 let v = self.eval(value)?;
-                self.bind(pattern, v, true)?;
+                self.bind(pattern, v, true, Some(value.span))?;
             }
             Stmt::Assign { pattern, value, span } => {
                 self.step(*span)?;
                 let v = self.eval(value)?;
-                self.bind(pattern, v, false)?;
+                self.bind(pattern, v, false, Some(value.span))?;
             }
-            Stmt::For { pattern, iter, body, span } => {
+            Stmt::For {
+                pattern,
+                iter,
+                body,
+                span,
+            } => {
                 let items = match self.eval(iter)? {
                     Value::List(items) => items,
                     other => return Err(errors::wrong_type(iter.span, "the value looped over", "a list", &other)),
                 };
                 for item in items {
                     self.step(*span)?;
-                    self.bind(pattern, item, true)?;
-                    if let Some(r) = self.exec(body)? {
+                    self.bind(pattern, item, true, None)?;
+                    if let Some(r) = self.exec_nested(body, *span)? {
                         return Ok(Some(r));
                     }
                 }
             }
-            Stmt::If { cond, then, otherwise, span } => {
+            Stmt::If {
+                cond,
+                then,
+                otherwise,
+                span,
+            } => {
                 self.step(*span)?;
-                let branch = if self.eval_bool(cond, "the condition of `if`")? { then } else { otherwise };
-                return self.exec(branch);
+                let branch = if self.eval_bool(cond, "the condition of `if`")? {
+                    then
+                } else {
+                    otherwise
+                };
+                return self.exec_nested(branch, *span);
             }
             Stmt::Return { value, span } => {
                 self.step(*span)?;
@@ -358,7 +444,7 @@ impl<'a> Elab<'a> {
         Ok(None)
     }
 
-    fn bind(&mut self, pattern: &Pattern, value: Value, declare: bool) -> Result<()> {
+    fn bind(&mut self, pattern: &Pattern, value: Value, declare: bool, value_span: Option<Span>) -> Result<()> {
         match pattern {
             Pattern::Name(id) => self.bind_name(id, value, declare),
             Pattern::Tuple(ids, span) => match value {
@@ -368,7 +454,7 @@ impl<'a> Elab<'a> {
                     }
                     Ok(())
                 }
-                other => Err(errors::pattern_mismatch(*span, ids.len(), &other)),
+                other => Err(errors::pattern_mismatch(*span, ids.len(), &other, value_span)),
             },
         }
     }
@@ -395,11 +481,19 @@ impl<'a> Elab<'a> {
             shape.push(self.size(&v, d.span, what)?);
         }
         let shape = Shape(shape);
-        crate::ir::shape::check_size(&shape)
-            .map_err(|e| errors::shape(&e, "input", span, &[]))?;
+        crate::ir::shape::check_size(&shape).map_err(|e| errors::shape(&e, "input", span, &[]))?;
         self.input_span = Some(span);
         self.frame().taken.insert(name.name.clone());
-        let ix = self.graph.add(Node { name: name.name.clone(), op: Op::Input, shape, span, cost: None }, &[]);
+        let ix = self.graph.add(
+            Node {
+                name: name.name.clone(),
+                op: Op::Input,
+                shape,
+                span,
+                cost: None,
+            },
+            &[],
+        );
         self.graph.inputs.push(ix);
         self.origins.insert(ix, name.span);
         self.frame().locals.insert(name.name.clone(), Value::Tensor(ix));
@@ -422,7 +516,9 @@ impl<'a> Elab<'a> {
         if let Some(v) = self.globals.get(&id.name) {
             return Some(v.clone());
         }
-        self.global_callable(&id.name).map(Value::Callable).or_else(|| builtins::constant(&id.name))
+        self.global_callable(&id.name)
+            .map(Value::Callable)
+            .or_else(|| builtins::constant(&id.name))
     }
 
     fn global_callable(&self, name: &str) -> Option<Callable> {
@@ -439,7 +535,11 @@ impl<'a> Elab<'a> {
 
     /// Every name visible here, for "did you mean" hints.
     fn visible_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.frames.last().map(|f| f.locals.keys().cloned().collect()).unwrap_or_default();
+        let mut names: Vec<String> = self
+            .frames
+            .last()
+            .map(|f| f.locals.keys().cloned().collect())
+            .unwrap_or_default();
         names.extend(self.globals.keys().cloned());
         names.extend(self.callable_names());
         names.extend(builtins::CONSTANTS.iter().map(|s| s.to_string()));
@@ -454,7 +554,37 @@ impl<'a> Elab<'a> {
         names
     }
 
+    /// Evaluates an expression. The nesting is counted, so that deep recursion through
+    /// expressions and calls ends in a diagnostic, and the value is charged to the step count.
     fn eval(&mut self, e: &Expr) -> Result<Value> {
+        if self.depth >= MAX_EVAL_DEPTH {
+            return Err(errors::limit(
+                e.span,
+                "the nesting depth of evaluation",
+                MAX_EVAL_DEPTH as u64,
+            ));
+        }
+        self.step(e.span)?;
+        self.depth += 1;
+        let v = self.eval_unguarded(e);
+        self.depth -= 1;
+        let v = v?;
+        let (cost, depth) = value_cost(&v);
+        if depth > MAX_LIST_DEPTH {
+            return Err(errors::limit(
+                e.span,
+                "the nesting depth of lists",
+                MAX_LIST_DEPTH as u64,
+            ));
+        }
+        self.steps += cost;
+        if self.steps > MAX_STEPS {
+            return Err(errors::limit(e.span, "elaboration step count", MAX_STEPS));
+        }
+        Ok(v)
+    }
+
+    fn eval_unguarded(&mut self, e: &Expr) -> Result<Value> {
         Ok(match &e.kind {
             ExprKind::Int(v) => Value::Int(*v),
             ExprKind::Float(v) => Value::Float(*v),
@@ -464,7 +594,11 @@ impl<'a> Elab<'a> {
                 Some(v) => v,
                 None => {
                     let names = self.visible_names();
-                    return Err(errors::unknown_name(id.span, &id.name, &errors::similar(&id.name, names.iter().map(|s| s.as_str()))));
+                    return Err(errors::unknown_name(
+                        id.span,
+                        &id.name,
+                        &errors::similar(&id.name, names.iter().map(|s| s.as_str())),
+                    ));
                 }
             },
             ExprKind::Tuple(items) | ExprKind::List(items) => {
@@ -501,12 +635,19 @@ impl<'a> Elab<'a> {
             ExprKind::Unary(op, inner) => {
                 let v = self.eval(inner)?;
                 match (op, v) {
-                    (UnOp::Neg, Value::Int(i)) => {
-                        Value::Int(i.checked_neg().ok_or_else(|| errors::arithmetic(e.span, "integer overflow"))?)
-                    }
+                    (UnOp::Neg, Value::Int(i)) => Value::Int(
+                        i.checked_neg()
+                            .ok_or_else(|| errors::arithmetic(e.span, "integer overflow"))?,
+                    ),
                     (UnOp::Neg, Value::Float(f)) => Value::Float(-f),
                     (UnOp::Not, Value::Bool(b)) => Value::Bool(!b),
-                    (op, v) => return Err(errors::bad_operand(e.span, if *op == UnOp::Neg { "-" } else { "not" }, &v)),
+                    (op, v) => {
+                        return Err(errors::bad_operand(
+                            e.span,
+                            if *op == UnOp::Neg { "-" } else { "not" },
+                            &v,
+                        ))
+                    }
                 }
             }
             ExprKind::Binary(op, l, r) => self.binary(*op, l, r, e.span)?,
@@ -541,7 +682,9 @@ impl<'a> Elab<'a> {
             if (op == BinOp::And && !left) || (op == BinOp::Or && left) {
                 return Ok(Value::Bool(left));
             }
-            return Ok(Value::Bool(self.eval_bool(r, &format!("the right side of `{}`", op.symbol()))?));
+            return Ok(Value::Bool(
+                self.eval_bool(r, &format!("the right side of `{}`", op.symbol()))?,
+            ));
         }
         let a = self.eval(l)?;
         let b = self.eval(r)?;
@@ -551,6 +694,13 @@ impl<'a> Elab<'a> {
             let t = self.add_node(Op::Add, &[(x, l.span), (y, r.span)], name, span, "add")?;
             return Ok(Value::Tensor(t));
         }
+        let zero = matches!(b, Value::Int(0)) || matches!(b, Value::Float(f) if f == 0.0);
+        if zero
+            && matches!(op, BinOp::Div | BinOp::FloorDiv | BinOp::Rem)
+            && matches!(a, Value::Int(_) | Value::Float(_))
+        {
+            return Err(errors::division_by_zero(span, r.span, op.symbol(), &a, &b));
+        }
         builtins::binary(op, &a, &b, span)
     }
 
@@ -558,17 +708,22 @@ impl<'a> Elab<'a> {
 
     fn call(&mut self, call: &Call, piped: Option<(Value, Span)>) -> Result<Value> {
         self.step(call.span)?;
-        let callee = match self.frames.last().and_then(|f| f.locals.get(&call.callee.name)).cloned() {
+        let callee = match self
+            .frames
+            .last()
+            .and_then(|f| f.locals.get(&call.callee.name))
+            .cloned()
+        {
             Some(Value::Callable(c)) => c,
             Some(other) => return Err(errors::not_callable(call.callee.span, &call.callee.name, &other)),
             None => match self.global_callable(&call.callee.name) {
                 Some(c) => c,
                 None => {
-                    let names = self.callable_names();
-                    let mut similar = errors::similar(&call.callee.name, names.iter().map(|s| s.as_str()));
-                    if let Some(Value::Int(_) | Value::Float(_) | Value::Bool(_)) = self.globals.get(&call.callee.name) {
-                        similar.clear();
+                    if let Some(value) = self.globals.get(&call.callee.name) {
+                        return Err(errors::not_callable(call.callee.span, &call.callee.name, value));
                     }
+                    let names = self.callable_names();
+                    let similar = errors::similar(&call.callee.name, names.iter().map(|s| s.as_str()));
                     return Err(errors::unknown_callee(call.callee.span, &call.callee.name, &similar));
                 }
             },
@@ -620,14 +775,32 @@ impl<'a> Elab<'a> {
                     LabelPart::Text(t) => s.push_str(t),
                     LabelPart::Expr(e) => match self.eval(e)? {
                         Value::Int(i) => s.push_str(&i.to_string()),
-                        Value::Str(t) if !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || c == '_') => s.push_str(&t),
+                        Value::Str(t) if !t.is_empty() && t.chars().all(|c| c.is_alphanumeric() || c == '_') => {
+                            s.push_str(&t)
+                        }
                         other => return Err(errors::bad_label(e.span, &other)),
                     },
+                }
+                // Checked as the name grows, so that a long one is never built.
+                if s.len() > MAX_NAME_BYTES {
+                    return Err(errors::limit(
+                        label.span,
+                        "the length of a node name",
+                        MAX_NAME_BYTES as u64,
+                    ));
                 }
             }
             segments.push(s);
         }
-        Ok(segments.join("."))
+        let name = segments.join(".");
+        if name.len() > MAX_NAME_BYTES {
+            return Err(errors::limit(
+                label.span,
+                "the length of a node name",
+                MAX_NAME_BYTES as u64,
+            ));
+        }
+        Ok(name)
     }
 
     /// A fresh name for a node or block scope in the current frame: `base`, then `base_2`, ...
@@ -636,7 +809,11 @@ impl<'a> Elab<'a> {
         let mut n = *frame.counters.get(base).unwrap_or(&0);
         loop {
             n += 1;
-            let candidate = if n == 1 { base.to_string() } else { format!("{base}_{n}") };
+            let candidate = if n == 1 {
+                base.to_string()
+            } else {
+                format!("{base}_{n}")
+            };
             if frame.taken.insert(candidate.clone()) {
                 frame.counters.insert(base.to_string(), n);
                 return candidate;
@@ -655,31 +832,61 @@ impl<'a> Elab<'a> {
     ) -> Result<Vec<Option<(Value, Span)>>> {
         let owned: Vec<String> = params.iter().map(|p| p.name.clone()).collect();
         let names: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let shown: Vec<String> = params
+            .iter()
+            .map(|p| match &p.default {
+                Default::Required => p.name.clone(),
+                Default::Value(v) => format!("{} = {v}", p.name),
+                Default::Absent => format!("{} (optional)", p.name),
+            })
+            .collect();
+        let shown: Vec<&str> = shown.iter().map(String::as_str).collect();
         let total_positional = args.iter().filter(|a| a.0.is_none()).count();
+        // The piped tensor is the one argument that is not written in the call's parentheses.
+        let piped = args.len() > call.args.len();
+        let extra_span = args
+            .iter()
+            .filter(|a| a.0.is_none())
+            .skip(params.len())
+            .map(|a| a.2)
+            .reduce(|a, b| a.to(b));
         let mut bound: Vec<Option<(Value, Span)>> = vec![None; params.len()];
         let mut positional = 0;
         for (name, value, span) in args {
             let i = match name {
                 None => {
                     if positional >= params.len() {
-                        return Err(errors::too_many_arguments(span, callee, params.len(), total_positional, &names));
+                        let span = extra_span.unwrap_or(span);
+                        return Err(errors::too_many_arguments(
+                            span,
+                            callee,
+                            params.len(),
+                            total_positional,
+                            &shown,
+                            piped,
+                        ));
                     }
                     positional += 1;
                     positional - 1
                 }
                 Some(id) => {
                     let Some(i) = names.iter().position(|n| *n == id.name) else {
-                        return Err(errors::unknown_argument(id.span, callee, &id.name, &names));
+                        return Err(errors::unknown_argument(id.span, callee, &id.name, &shown));
                     };
-                    if bound[i].is_some() {
-                        return Err(errors::duplicate_argument(id.span, callee, &id.name));
+                    if let Some((_, first)) = &bound[i] {
+                        return Err(errors::duplicate_argument(id.span, callee, &id.name, Some(*first)));
                     }
                     i
                 }
             };
             let p = &params[i];
             let checked = value.clone().coerce(p.ty).ok_or_else(|| {
-                errors::wrong_type(span, &format!("argument `{}` of `{callee}`", p.name), p.ty.name(), &value)
+                errors::wrong_type(
+                    span,
+                    &format!("argument `{}` of `{callee}`", p.name),
+                    p.ty.name(),
+                    &value,
+                )
             })?;
             bound[i] = Some((checked, span));
         }
@@ -688,7 +895,7 @@ impl<'a> Elab<'a> {
                 match p.default {
                     Default::Required => {
                         let span = call.args_span.unwrap_or(call.span);
-                        return Err(errors::missing_argument(span, callee, &p.name, &names));
+                        return Err(errors::missing_argument(span, callee, &p.name, &shown));
                     }
                     Default::Value(v) => bound[i] = Some((v, call.span)),
                     Default::Absent => {}
@@ -698,19 +905,28 @@ impl<'a> Elab<'a> {
         Ok(bound)
     }
 
-    fn call_block(&mut self, name: &str, args: Vec<(Option<Ident>, Value, Span)>, local: String, call: &Call) -> Result<Value> {
+    fn call_block(
+        &mut self,
+        name: &str,
+        args: Vec<(Option<Ident>, Value, Span)>,
+        local: String,
+        call: &Call,
+    ) -> Result<Value> {
         let def = self.defs.blocks[name];
-        if self.frames.iter().any(|f| f.kind == FrameKind::Block && f.name == name) {
-            return Err(errors::recursion(call.callee.span, name));
+        if let Some(cycle) = self.cycle(FrameKind::Block, name) {
+            return Err(errors::recursion(call.callee.span, name, false, &cycle));
         }
+        self.check_call_depth(call)?;
         let prefix = join(&self.frame().prefix.clone(), &local);
+        let shown = prefix.clone();
         let locals = self.bind_user(name, &def.params, args, call)?;
         let mut frame = Frame::new(FrameKind::Block, name, prefix);
         frame.locals = locals;
         self.frames.push(frame);
         let result = self.exec(&def.body);
         self.frames.pop();
-        let context = |d: Diagnostic| d.with_secondary(call.span, format!("in block `{name}`, instantiated here as `{local}`"));
+        let context =
+            |d: Diagnostic| d.with_secondary(call.span, format!("in block `{name}`, instantiated here as `{shown}`"));
         match result.map_err(context)? {
             Some((v, _)) => Ok(v),
             None => Err(context(errors::no_return(def.name.span, &format!("block `{name}`")))),
@@ -719,9 +935,10 @@ impl<'a> Elab<'a> {
 
     fn call_fn(&mut self, name: &str, args: Vec<(Option<Ident>, Value, Span)>, call: &Call) -> Result<Value> {
         let def = self.defs.fns[name];
-        if self.frames.iter().any(|f| f.kind == FrameKind::Fn && f.name == name) {
-            return Err(errors::recursion(call.callee.span, name));
+        if let Some(cycle) = self.cycle(FrameKind::Fn, name) {
+            return Err(errors::recursion(call.callee.span, name, true, &cycle));
         }
+        self.check_call_depth(call)?;
         let locals = self.bind_user(name, &def.params, args, call)?;
         let mut frame = Frame::new(FrameKind::Fn, name, String::new());
         frame.locals = locals;
@@ -729,6 +946,29 @@ impl<'a> Elab<'a> {
         let result = self.eval(&def.body);
         self.frames.pop();
         result.map_err(|d| d.with_secondary(call.span, format!("in function `{name}`, called here")))
+    }
+
+    /// Rejects a block or function call nested more than [`MAX_CALL_DEPTH`] calls deep.
+    fn check_call_depth(&self, call: &Call) -> Result<()> {
+        let calls = self.frames.iter().filter(|f| f.kind != FrameKind::Net).count();
+        if calls >= MAX_CALL_DEPTH {
+            let what = "the nesting depth of block and function calls";
+            return Err(errors::limit(call.callee.span, what, MAX_CALL_DEPTH as u64));
+        }
+        Ok(())
+    }
+
+    /// If a block (or function) `name` is being expanded already: the blocks (or functions) from
+    /// that expansion to the current one.
+    fn cycle(&self, kind: FrameKind, name: &str) -> Option<Vec<String>> {
+        let start = self.frames.iter().position(|f| f.kind == kind && f.name == name)?;
+        Some(
+            self.frames[start..]
+                .iter()
+                .filter(|f| f.kind == kind)
+                .map(|f| f.name.clone())
+                .collect(),
+        )
     }
 
     /// Binds the arguments of a block or function call to its declared parameters.
@@ -761,30 +1001,59 @@ impl<'a> Elab<'a> {
                     }
                 },
             };
-            sig.push(Signature { name: p.name.name.clone(), ty, default });
+            sig.push(Signature {
+                name: p.name.name.clone(),
+                ty,
+                default,
+            });
         }
         self.frames.pop();
         if let Some(d) = failed {
             return Err(d);
         }
         let bound = self.bind_args(name, sig, args, call)?;
-        Ok(params.iter().zip(bound).filter_map(|(p, b)| b.map(|(v, _)| (p.name.name.clone(), v))).collect())
+        Ok(params
+            .iter()
+            .zip(bound)
+            .filter_map(|(p, b)| b.map(|(v, _)| (p.name.name.clone(), v)))
+            .collect())
     }
 
     /// Creates a node for `op` on `inputs` (each with the span of the argument it came from).
-    fn add_node(&mut self, op: Op, inputs: &[(NodeId, Span)], local: String, span: Span, layer: &str) -> Result<NodeId> {
+    fn add_node(
+        &mut self,
+        op: Op,
+        inputs: &[(NodeId, Span)],
+        local: String,
+        span: Span,
+        layer: &str,
+    ) -> Result<NodeId> {
         if self.graph.node_count() as u64 >= MAX_NODES {
             return Err(errors::limit(span, "the number of nodes", MAX_NODES));
         }
         let shapes: Vec<&Shape> = inputs.iter().map(|(t, _)| &self.graph.node(*t).shape).collect();
         let shape = crate::ir::shape::infer(&op, &shapes).map_err(|err| {
-            let with_shapes: Vec<(Span, Shape)> =
-                inputs.iter().map(|(t, s)| (*s, self.graph.node(*t).shape.clone())).collect();
+            let with_shapes: Vec<(Span, Shape)> = inputs
+                .iter()
+                .map(|(t, s)| (*s, self.graph.node(*t).shape.clone()))
+                .collect();
             errors::shape(&err, layer, span, &with_shapes)
         })?;
         let name = join(&self.frame().prefix.clone(), &local);
+        if name.len() > MAX_NAME_BYTES {
+            return Err(errors::limit(span, "the length of a node name", MAX_NAME_BYTES as u64));
+        }
         let ids: Vec<NodeId> = inputs.iter().map(|(t, _)| *t).collect();
-        let ix = self.graph.add(Node { name, op, shape, span, cost: None }, &ids);
+        let ix = self.graph.add(
+            Node {
+                name,
+                op,
+                shape,
+                span,
+                cost: None,
+            },
+            &ids,
+        );
         self.origins.insert(ix, span);
         Ok(ix)
     }

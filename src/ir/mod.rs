@@ -82,7 +82,10 @@ pub struct Graph {
 
 impl Graph {
     pub fn new(name: impl Into<String>) -> Graph {
-        Graph { name: name.into(), ..Graph::default() }
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
     }
 
     /// Adds a node fed by `inputs` (in port order).
@@ -104,8 +107,11 @@ impl Graph {
 
     /// The producers of a node's inputs, in port order.
     pub fn inputs_of(&self, ix: NodeIndex) -> Vec<NodeIndex> {
-        let mut edges: Vec<(usize, NodeIndex)> =
-            self.g.edges_directed(ix, Direction::Incoming).map(|e| (e.weight().port, e.source())).collect();
+        let mut edges: Vec<(usize, NodeIndex)> = self
+            .g
+            .edges_directed(ix, Direction::Incoming)
+            .map(|e| (e.weight().port, e.source()))
+            .collect();
         edges.sort_unstable();
         edges.into_iter().map(|(_, n)| n).collect()
     }
@@ -126,8 +132,11 @@ impl Graph {
             .node_indices()
             .map(|n| (n, self.g.edges_directed(n, Direction::Incoming).count()))
             .collect();
-        let mut ready: BinaryHeap<std::cmp::Reverse<NodeIndex>> =
-            pending.iter().filter(|(_, &d)| d == 0).map(|(&n, _)| std::cmp::Reverse(n)).collect();
+        let mut ready: BinaryHeap<std::cmp::Reverse<NodeIndex>> = pending
+            .iter()
+            .filter(|(_, &d)| d == 0)
+            .map(|(&n, _)| std::cmp::Reverse(n))
+            .collect();
         let mut order = Vec::with_capacity(pending.len());
         while let Some(std::cmp::Reverse(n)) = ready.pop() {
             order.push(n);

@@ -13,7 +13,12 @@ pub struct Pad {
 
 impl Pad {
     pub fn uniform(p: usize) -> Pad {
-        Pad { top: p, bottom: p, left: p, right: p }
+        Pad {
+            top: p,
+            bottom: p,
+            left: p,
+            right: p,
+        }
     }
 }
 
@@ -89,22 +94,34 @@ pub enum Op {
     /// The network input; its shape is the node's shape.
     Input,
     Conv(Conv),
-    BatchNorm { eps: f32 },
+    BatchNorm {
+        eps: f32,
+    },
     Act(Activation),
     Pool(Pool),
     GlobalPool(PoolKind),
-    Dense { out_features: usize, bias: bool },
+    Dense {
+        out_features: usize,
+        bias: bool,
+    },
     Flatten,
     /// Concatenation along channels, in input-port order.
     Concat,
     /// Elementwise sum of two tensors of the same shape.
     Add,
     /// Channels `start..end` of the input.
-    Slice { start: usize, end: usize },
+    Slice {
+        start: usize,
+        end: usize,
+    },
     /// View channels as (groups, C/groups), transpose, flatten.
-    Shuffle { groups: usize },
+    Shuffle {
+        groups: usize,
+    },
     /// Identity at inference.
-    Dropout { p: f32 },
+    Dropout {
+        p: f32,
+    },
     /// Softmax over the channel axis.
     Softmax,
 }
@@ -126,8 +143,12 @@ impl Op {
             Op::Act(Activation::Relu) => "relu",
             Op::Act(Activation::Relu6) => "relu6",
             Op::Act(Activation::LeakyRelu { .. }) => "leaky_relu",
-            Op::Pool(Pool { kind: PoolKind::Max, .. }) => "maxpool",
-            Op::Pool(Pool { kind: PoolKind::Avg, .. }) => "avgpool",
+            Op::Pool(Pool {
+                kind: PoolKind::Max, ..
+            }) => "maxpool",
+            Op::Pool(Pool {
+                kind: PoolKind::Avg, ..
+            }) => "avgpool",
             Op::GlobalPool(PoolKind::Max) => "global_maxpool",
             Op::GlobalPool(PoolKind::Avg) => "global_avgpool",
             Op::Dense { .. } => "dense",
@@ -154,7 +175,10 @@ impl Op {
     pub fn attrs(&self) -> String {
         match self {
             Op::Conv(c) => {
-                let mut s = format!("out={} kernel={} stride={} pad={}", c.out_channels, c.kernel, c.stride, c.pad);
+                let mut s = format!(
+                    "out={} kernel={} stride={} pad={}",
+                    c.out_channels, c.kernel, c.stride, c.pad
+                );
                 if c.dilation != Hw(1, 1) {
                     s += &format!(" dilation={}", c.dilation);
                 }
@@ -176,7 +200,9 @@ impl Op {
                 }
                 s
             }
-            Op::Dense { out_features, bias } => format!("out={out_features}{}", if *bias { " bias" } else { " nobias" }),
+            Op::Dense { out_features, bias } => {
+                format!("out={out_features}{}", if *bias { " bias" } else { " nobias" })
+            }
             Op::Slice { start, end } => format!("channels={start}..{end}"),
             Op::Shuffle { groups } => format!("groups={groups}"),
             Op::Dropout { p } => format!("p={p}"),

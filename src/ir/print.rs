@@ -13,8 +13,18 @@ pub fn print(graph: &Graph) -> String {
     let width = order.iter().map(|&ix| graph.node(ix).name.len()).max().unwrap_or(0);
     for ix in order {
         let node = graph.node(ix);
-        let inputs: Vec<String> = graph.inputs_of(ix).iter().map(|&i| graph.node(i).name.clone()).collect();
-        let mut line = format!("  {:width$} : {:18} = {}({})", node.name, node.shape.to_string(), node.op.kind(), inputs.join(", "));
+        let inputs: Vec<String> = graph
+            .inputs_of(ix)
+            .iter()
+            .map(|&i| graph.node(i).name.clone())
+            .collect();
+        let mut line = format!(
+            "  {:width$} : {:18} = {}({})",
+            node.name,
+            node.shape.to_string(),
+            node.op.kind(),
+            inputs.join(", ")
+        );
         let attrs = node.op.attrs();
         if !attrs.is_empty() {
             line.push(' ');

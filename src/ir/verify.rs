@@ -21,17 +21,30 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
         if !names.insert(node.name.as_str()) {
             return Err(format!("two nodes are named `{}`", node.name));
         }
-        let mut ports: Vec<usize> = graph.g.edges_directed(ix, Direction::Incoming).map(|e| e.weight().port).collect();
+        let mut ports: Vec<usize> = graph
+            .g
+            .edges_directed(ix, Direction::Incoming)
+            .map(|e| e.weight().port)
+            .collect();
         ports.sort_unstable();
         if ports.iter().enumerate().any(|(i, &p)| i != p) {
-            return Err(format!("`{}` has input ports {ports:?}, expected 0..{}", node.name, ports.len()));
+            return Err(format!(
+                "`{}` has input ports {ports:?}, expected 0..{}",
+                node.name,
+                ports.len()
+            ));
         }
         let ok = match node.op.arity() {
             Arity::Exactly(n) => ports.len() == n,
             Arity::AtLeast(n) => ports.len() >= n,
         };
         if !ok {
-            return Err(format!("`{}` ({}) has {} inputs", node.name, node.op.kind(), ports.len()));
+            return Err(format!(
+                "`{}` ({}) has {} inputs",
+                node.name,
+                node.op.kind(),
+                ports.len()
+            ));
         }
         if node.op == Op::Input {
             if !graph.inputs.contains(&ix) {
@@ -42,7 +55,10 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
         let inputs: Vec<_> = graph.inputs_of(ix).into_iter().map(|i| &graph.node(i).shape).collect();
         let expected = shape::infer(&node.op, &inputs).map_err(|e| format!("`{}`: {e}", node.name))?;
         if expected != node.shape {
-            return Err(format!("`{}` has shape {}, its op gives {}", node.name, node.shape, expected));
+            return Err(format!(
+                "`{}` has shape {}, its op gives {}",
+                node.name, node.shape, expected
+            ));
         }
     }
     for &ix in &graph.inputs {

@@ -43,14 +43,23 @@ pub fn node_cost(node: &Node, input: &[usize]) -> NodeCost {
         Op::BatchNorm { .. } => (2 * input[1] as u64, 0),
         _ => (0, 0),
     };
-    NodeCost { params, macs, activation_bytes: out.bytes() }
+    NodeCost {
+        params,
+        macs,
+        activation_bytes: out.bytes(),
+    }
 }
 
-/// Sums of all nodes' costs (nodes the cost pass has not seen count as zero).
+/// Sums of all nodes' costs (nodes the cost pass has not seen count as zero). A node's MACs can
+/// approach 2^56, so the sums saturate at `u64::MAX` rather than overflow.
 pub fn totals(graph: &Graph) -> NodeCost {
-    graph.g.node_weights().filter_map(|n| n.cost).fold(NodeCost::default(), |a, c| NodeCost {
-        params: a.params + c.params,
-        macs: a.macs + c.macs,
-        activation_bytes: a.activation_bytes + c.activation_bytes,
-    })
+    graph
+        .g
+        .node_weights()
+        .filter_map(|n| n.cost)
+        .fold(NodeCost::default(), |a, c| NodeCost {
+            params: a.params.saturating_add(c.params),
+            macs: a.macs.saturating_add(c.macs),
+            activation_bytes: a.activation_bytes.saturating_add(c.activation_bytes),
+        })
 }

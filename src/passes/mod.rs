@@ -20,7 +20,9 @@ pub const PIPELINE: &[&dyn Pass] = &[&shape::InferShapes, &cost::Cost];
 
 /// The names `--after` accepts: `elaborate` (no pass) and every pass.
 pub fn stage_names() -> Vec<&'static str> {
-    std::iter::once("elaborate").chain(PIPELINE.iter().map(|p| p.name())).collect()
+    std::iter::once("elaborate")
+        .chain(PIPELINE.iter().map(|p| p.name()))
+        .collect()
 }
 
 /// Runs the pipeline up to and including the pass named `after` (all of it for `None`).

@@ -18,7 +18,11 @@ impl Pass for InferShapes {
             if graph.inputs.contains(&ix) {
                 continue;
             }
-            let inputs: Vec<shape::Shape> = graph.inputs_of(ix).iter().map(|&i| graph.node(i).shape.clone()).collect();
+            let inputs: Vec<shape::Shape> = graph
+                .inputs_of(ix)
+                .iter()
+                .map(|&i| graph.node(i).shape.clone())
+                .collect();
             let refs: Vec<&shape::Shape> = inputs.iter().collect();
             let node = graph.node_mut(ix);
             node.shape = shape::infer(&node.op, &refs).map_err(|e| format!("`{}`: {e}", node.name))?;

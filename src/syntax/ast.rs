@@ -73,12 +73,37 @@ impl Pattern {
 
 #[derive(Clone, Debug)]
 pub enum Stmt {
-    Input { name: Ident, dims: [Expr; 3], span: Span },
-    Let { pattern: Pattern, value: Expr, span: Span },
-    Assign { pattern: Pattern, value: Expr, span: Span },
-    For { pattern: Pattern, iter: Expr, body: Vec<Stmt>, span: Span },
-    If { cond: Expr, then: Vec<Stmt>, otherwise: Vec<Stmt>, span: Span },
-    Return { value: Expr, span: Span },
+    Input {
+        name: Ident,
+        dims: Box<[Expr; 3]>,
+        span: Span,
+    },
+    Let {
+        pattern: Pattern,
+        value: Expr,
+        span: Span,
+    },
+    Assign {
+        pattern: Pattern,
+        value: Expr,
+        span: Span,
+    },
+    For {
+        pattern: Pattern,
+        iter: Expr,
+        body: Vec<Stmt>,
+        span: Span,
+    },
+    If {
+        cond: Expr,
+        then: Vec<Stmt>,
+        otherwise: Vec<Stmt>,
+        span: Span,
+    },
+    Return {
+        value: Expr,
+        span: Span,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +200,11 @@ pub enum ExprKind {
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `then if cond else otherwise`
-    Cond { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    Cond {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
 }
 
 #[derive(Clone, Debug)]

@@ -22,6 +22,9 @@ pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 pub const MAX_NESTING: usize = 64;
 /// Most operators accepted in one expression.
 pub const MAX_OPERATORS: usize = 512;
+/// Deepest nesting accepted in the parse tree: every bracket, operator, `.field`, `[index]`,
+/// conditional expression and `else if` adds levels (see `parse.rs`).
+pub const MAX_DEPTH: usize = 1024;
 
 /// Parses one file.
 pub fn parse(file: FileId, text: &str) -> Result<ast::File, Diagnostic> {

@@ -2,13 +2,13 @@
 
 use super::ast::*;
 use super::errors;
-use super::{NetParser, Rule, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_BYTES};
+use super::{NetParser, Rule, MAX_DEPTH, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_BYTES};
 use crate::diag::Diagnostic;
 use crate::source::{FileId, Span};
 use pest::iterators::Pair;
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 type Result<T> = std::result::Result<T, Diagnostic>;
 
@@ -17,9 +17,20 @@ pub fn parse_file(file: FileId, text: &str) -> Result<File> {
         return Err(errors::too_large(Span::new(file, 0, 0), text.len(), MAX_SOURCE_BYTES));
     }
     check_brackets(file, text)?;
-    let mut pairs = NetParser::parse(Rule::file, text).map_err(|e| from_pest(file, text, e))?;
+    let mut pairs = NetParser::parse(Rule::file, text).map_err(|e| match &e.variant {
+        // Pest stops when its recursion would exhaust the stack: code nested too deeply.
+        pest::error::ErrorVariant::CustomError { message } if message.ends_with("limit reached") => {
+            let pos = match e.location {
+                pest::error::InputLocation::Pos(p) => p,
+                pest::error::InputLocation::Span((s, _)) => s,
+            };
+            errors::too_deep_code(Span::new(file, pos, next_char_end(text, pos)), MAX_DEPTH)
+        }
+        _ => from_pest(file, text, e),
+    })?;
     let b = Builder { file };
     let top = pairs.next().expect("the file rule always yields one pair");
+    b.check_depth(&top)?;
     let mut items = Vec::new();
     for p in top.into_inner() {
         if p.as_rule() != Rule::EOI {
@@ -38,12 +49,51 @@ fn from_pest(file: FileId, text: &str, e: pest::error::Error<Rule>) -> Diagnosti
         pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         pest::error::ErrorVariant::CustomError { .. } => Vec::new(),
     };
+    let (pos, positives, tokens) = match literal_attempts(text) {
+        Some((at, tokens)) if at > pos => (at, Vec::new(), tokens),
+        Some((at, tokens)) if at == pos => (pos, positives, tokens),
+        _ => (pos, positives, Vec::new()),
+    };
     let end = next_char_end(text, pos);
-    errors::syntax(Span::new(file, pos, end), text, &positives)
+    errors::syntax(Span::new(file, pos, end), text, &positives, &tokens)
+}
+
+/// The punctuation the parser expected where it got furthest, and that position. Pest's error
+/// names only the rules it tried, so a missing `=` or `,` would be reported at the start of the
+/// statement; parsing again with pest's error details finds the literal tokens it tried as well.
+fn literal_attempts(text: &str) -> Option<(usize, Vec<String>)> {
+    // The switch is global and doubles the cost of parsing, so it is on only while some thread
+    // parses a file again for its error.
+    static DETAILED_PARSES: Mutex<usize> = Mutex::new(0);
+    let count = || DETAILED_PARSES.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut n = count();
+        *n += 1;
+        pest::set_error_detail(true);
+    }
+    let result = NetParser::parse(Rule::file, text);
+    {
+        let mut n = count();
+        *n -= 1;
+        if *n == 0 {
+            pest::set_error_detail(false);
+        }
+    }
+    let attempts = result.err()?.parse_attempts()?;
+    let tokens: Vec<String> = attempts
+        .expected_tokens()
+        .into_iter()
+        .map(|t| t.to_string())
+        .filter(|t| errors::PUNCTUATION.contains(&t.as_str()))
+        .collect();
+    (!tokens.is_empty()).then_some((attempts.max_position, tokens))
 }
 
 fn next_char_end(text: &str, pos: usize) -> usize {
-    text[pos.min(text.len())..].chars().next().map_or(pos, |c| pos + c.len_utf8())
+    text[pos.min(text.len())..]
+        .chars()
+        .next()
+        .map_or(pos, |c| pos + c.len_utf8())
 }
 
 /// Checks that brackets (outside comments and strings) match and are not nested too deeply, so
@@ -62,7 +112,7 @@ fn check_brackets(file: FileId, text: &str) -> Result<()> {
                 }
             }
             '"' => {
-                while let Some((_, c)) = chars.next() {
+                for (_, c) in chars.by_ref() {
                     if c == '"' || c == '\n' {
                         break;
                     }
@@ -82,7 +132,10 @@ fn check_brackets(file: FileId, text: &str) -> Result<()> {
                 };
                 match stack.pop() {
                     Some((o, _)) if o == open => {}
-                    Some((o, at)) => return Err(errors::unclosed_bracket(Span::new(file, at, at + 1), o)),
+                    Some((o, at)) => {
+                        let (open, close) = (Span::new(file, at, at + 1), Span::new(file, i, i + 1));
+                        return Err(errors::mismatched_bracket(open, o, close, c));
+                    }
                     None => return Err(errors::unmatched_bracket(Span::new(file, i, i + 1), c)),
                 }
             }
@@ -153,13 +206,57 @@ fn comment_start(line: &str) -> Option<usize> {
 }
 
 impl Builder {
+    /// Checks, without recursion, that the tree is at most [`MAX_DEPTH`] levels deep, so that
+    /// building the AST, evaluating it and dropping it cannot exhaust the stack. Every pair is a
+    /// level; so is every operator of an operation (unary operators nest, and a chain of binary
+    /// operators becomes a chain of nodes) and every `.field` or `[index]` after a primary; a
+    /// conditional expression counts two, `if` and `for` statements three.
+    /// Operations with more than [`MAX_OPERATORS`] operators are reported as such.
+    fn check_depth(&self, top: &Pair<Rule>) -> Result<()> {
+        let mut stack: Vec<(Pair<Rule>, usize)> = vec![(top.clone(), 0)];
+        while let Some((p, above)) = stack.pop() {
+            let weight = match p.as_rule() {
+                Rule::operation => {
+                    let operators = p
+                        .clone()
+                        .into_inner()
+                        .filter(|q| q.as_rule() != Rule::postfix_expr)
+                        .count();
+                    if operators > MAX_OPERATORS {
+                        return Err(errors::too_many_operators(self.span(&p), operators, MAX_OPERATORS));
+                    }
+                    1 + operators
+                }
+                Rule::postfix_expr => p.clone().into_inner().count(),
+                // A conditional expression nests the next one in its `else` branch.
+                Rule::expr if p.clone().into_inner().any(|q| q.as_rule() == Rule::kw_if) => 2,
+                // Building a statement takes a large stack frame; `else if` chains nest them.
+                Rule::if_stmt | Rule::for_stmt => 3,
+                _ => 1,
+            };
+            let depth = above + weight;
+            if depth > MAX_DEPTH {
+                let start = p.as_span().start();
+                let end = start + p.as_str().chars().next().map_or(0, char::len_utf8);
+                return Err(errors::too_deep_code(Span::new(self.file, start, end), MAX_DEPTH));
+            }
+            // Children in reverse, so that they are visited in source order.
+            let children: Vec<Pair<Rule>> = p.into_inner().collect();
+            stack.extend(children.into_iter().rev().map(|q| (q, depth)));
+        }
+        Ok(())
+    }
+
     fn span(&self, p: &Pair<Rule>) -> Span {
         let s = p.as_span();
         Span::new(self.file, s.start(), s.start() + trimmed_len(s.as_str()))
     }
 
     fn ident(&self, p: Pair<Rule>) -> Ident {
-        Ident { name: p.as_str().to_string(), span: self.span(&p) }
+        Ident {
+            name: p.as_str().to_string(),
+            span: self.span(&p),
+        }
     }
 
     fn item(&self, p: Pair<Rule>) -> Result<Item> {
@@ -169,7 +266,10 @@ impl Builder {
         Ok(match rule {
             Rule::include => {
                 let s = it.next().unwrap();
-                Item::Include { path: string_text(s), span }
+                Item::Include {
+                    path: string_text(s),
+                    span,
+                }
             }
             Rule::const_def => {
                 let name = self.ident(it.next().unwrap());
@@ -186,7 +286,12 @@ impl Builder {
                         _ => body = Some(self.expr(q)?),
                     }
                 }
-                Item::Fn(FnDef { name, params, body: body.unwrap(), span })
+                Item::Fn(FnDef {
+                    name,
+                    params,
+                    body: body.unwrap(),
+                    span,
+                })
             }
             Rule::block_def | Rule::net_def => {
                 let name = self.ident(it.next().unwrap());
@@ -199,9 +304,19 @@ impl Builder {
                     }
                 }
                 if rule == Rule::block_def {
-                    Item::Block(BlockDef { name, params, body, span })
+                    Item::Block(BlockDef {
+                        name,
+                        params,
+                        body,
+                        span,
+                    })
                 } else {
-                    Item::Net(NetDef { name, params, body, span })
+                    Item::Net(NetDef {
+                        name,
+                        params,
+                        body,
+                        span,
+                    })
                 }
             }
             r => unreachable!("unexpected item rule {r:?}"),
@@ -222,7 +337,12 @@ impl Builder {
                         _ => default = Some(self.expr(r)?),
                     }
                 }
-                Ok(Param { name, ty, default, span })
+                Ok(Param {
+                    name,
+                    ty,
+                    default,
+                    span,
+                })
             })
             .collect()
     }
@@ -251,7 +371,11 @@ impl Builder {
                 let c = self.expr(it.next().unwrap())?;
                 let h = self.expr(it.next().unwrap())?;
                 let w = self.expr(it.next().unwrap())?;
-                Stmt::Input { name, dims: [c, h, w], span }
+                Stmt::Input {
+                    name,
+                    dims: Box::new([c, h, w]),
+                    span,
+                }
             }
             Rule::let_stmt | Rule::assign_stmt => {
                 let pattern = self.pattern(it.next().unwrap());
@@ -266,7 +390,12 @@ impl Builder {
                 let pattern = self.pattern(it.next().unwrap());
                 let iter = self.expr(it.next().unwrap())?;
                 let body = self.body(it.next().unwrap())?;
-                Stmt::For { pattern, iter, body, span }
+                Stmt::For {
+                    pattern,
+                    iter,
+                    body,
+                    span,
+                }
             }
             Rule::if_stmt => {
                 let cond = self.expr(it.next().unwrap())?;
@@ -276,9 +405,17 @@ impl Builder {
                     Some(q) if q.as_rule() == Rule::if_stmt => vec![self.stmt(q)?],
                     Some(q) => self.body(q)?,
                 };
-                Stmt::If { cond, then, otherwise, span }
+                Stmt::If {
+                    cond,
+                    then,
+                    otherwise,
+                    span,
+                }
             }
-            Rule::return_stmt => Stmt::Return { value: self.expr(it.next().unwrap())?, span },
+            Rule::return_stmt => Stmt::Return {
+                value: self.expr(it.next().unwrap())?,
+                span,
+            },
             r => unreachable!("unexpected statement rule {r:?}"),
         })
     }
@@ -295,7 +432,11 @@ impl Builder {
                 let _kw_else = it.next();
                 let otherwise = self.expr(it.next().unwrap())?;
                 Ok(Expr {
-                    kind: ExprKind::Cond { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) },
+                    kind: ExprKind::Cond {
+                        cond: Box::new(cond),
+                        then: Box::new(then),
+                        otherwise: Box::new(otherwise),
+                    },
                     span,
                 })
             }
@@ -317,8 +458,15 @@ impl Builder {
             .map_prefix(|op, rhs| {
                 let rhs = rhs?;
                 let span = self.span(&op).to(rhs.span);
-                let op = if op.as_rule() == Rule::neg { UnOp::Neg } else { UnOp::Not };
-                Ok(Expr { kind: ExprKind::Unary(op, Box::new(rhs)), span })
+                let op = if op.as_rule() == Rule::neg {
+                    UnOp::Neg
+                } else {
+                    UnOp::Not
+                };
+                Ok(Expr {
+                    kind: ExprKind::Unary(op, Box::new(rhs)),
+                    span,
+                })
             })
             .map_infix(|lhs, op, rhs| {
                 let (lhs, rhs) = (lhs?, rhs?);
@@ -341,7 +489,10 @@ impl Builder {
                     Rule::rem => BinOp::Rem,
                     r => unreachable!("unexpected operator {r:?}"),
                 };
-                Ok(Expr { kind: ExprKind::Binary(bin, Box::new(lhs), Box::new(rhs)), span })
+                Ok(Expr {
+                    kind: ExprKind::Binary(bin, Box::new(lhs), Box::new(rhs)),
+                    span,
+                })
             })
             .parse(p.into_inner())
     }
@@ -349,15 +500,27 @@ impl Builder {
     fn pipe(&self, lhs: Expr, rhs: Expr, span: Span) -> Result<Expr> {
         let stage = match rhs.kind {
             ExprKind::Call(c) => c,
-            ExprKind::Name(callee) => Call { span: callee.span, callee, args: Vec::new(), args_span: None, label: None },
+            ExprKind::Name(callee) => Call {
+                span: callee.span,
+                callee,
+                args: Vec::new(),
+                args_span: None,
+                label: None,
+            },
             _ => return Err(errors::pipe_target(rhs.span)),
         };
         Ok(match lhs.kind {
             ExprKind::Pipe(head, mut stages) => {
                 stages.push(stage);
-                Expr { kind: ExprKind::Pipe(head, stages), span }
+                Expr {
+                    kind: ExprKind::Pipe(head, stages),
+                    span,
+                }
             }
-            _ => Expr { kind: ExprKind::Pipe(Box::new(lhs), vec![stage]), span },
+            _ => Expr {
+                kind: ExprKind::Pipe(Box::new(lhs), vec![stage]),
+                span,
+            },
         })
     }
 
@@ -368,8 +531,14 @@ impl Builder {
             let span = e.span.to(self.span(&q));
             let inner = q.clone().into_inner().next().unwrap();
             e = match q.as_rule() {
-                Rule::field => Expr { kind: ExprKind::Field(Box::new(e), self.ident(inner)), span },
-                _ => Expr { kind: ExprKind::Index(Box::new(e), Box::new(self.expr(inner)?)), span },
+                Rule::field => Expr {
+                    kind: ExprKind::Field(Box::new(e), self.ident(inner)),
+                    span,
+                },
+                _ => Expr {
+                    kind: ExprKind::Index(Box::new(e), Box::new(self.expr(inner)?)),
+                    span,
+                },
             };
         }
         Ok(e)
@@ -392,7 +561,15 @@ impl Builder {
             Rule::bool => ExprKind::Bool(p.as_str() == "true"),
             Rule::string => ExprKind::Str(string_text(p)),
             Rule::paren => return self.expr(p.into_inner().next().unwrap()),
-            Rule::tuple => ExprKind::Tuple(p.into_inner().map(|q| self.expr(q)).collect::<Result<_>>()?),
+            Rule::tuple => {
+                let inner: Vec<Pair<Rule>> = p.into_inner().collect();
+                if let [single] = &inner[..] {
+                    // `(a)` without a comma: parentheses, not a tuple.
+                    return self.expr(single.clone());
+                }
+                let items = inner.into_iter().filter(|q| q.as_rule() != Rule::tuple_comma);
+                ExprKind::Tuple(items.map(|q| self.expr(q)).collect::<Result<_>>()?)
+            }
             Rule::list => ExprKind::List(p.into_inner().map(|q| self.expr(q)).collect::<Result<_>>()?),
             Rule::call => {
                 let mut it = p.into_inner();
@@ -412,7 +589,13 @@ impl Builder {
                 if args.is_none() && label.is_none() {
                     ExprKind::Name(callee)
                 } else {
-                    ExprKind::Call(Call { callee, args: args.unwrap_or_default(), args_span, label, span })
+                    ExprKind::Call(Call {
+                        callee,
+                        args: args.unwrap_or_default(),
+                        args_span,
+                        label,
+                        span,
+                    })
                 }
             }
             r => unreachable!("unexpected primary {r:?}"),
@@ -426,9 +609,15 @@ impl Builder {
                 Rule::named_arg => {
                     let mut it = q.into_inner();
                     let name = self.ident(it.next().unwrap());
-                    Ok(Arg { name: Some(name), value: self.expr(it.next().unwrap())? })
+                    Ok(Arg {
+                        name: Some(name),
+                        value: self.expr(it.next().unwrap())?,
+                    })
                 }
-                _ => Ok(Arg { name: None, value: self.expr(q)? }),
+                _ => Ok(Arg {
+                    name: None,
+                    value: self.expr(q)?,
+                }),
             })
             .collect()
     }
@@ -452,5 +641,8 @@ impl Builder {
 }
 
 fn string_text(p: Pair<Rule>) -> String {
-    p.into_inner().next().map(|q| q.as_str().to_string()).unwrap_or_default()
+    p.into_inner()
+        .next()
+        .map(|q| q.as_str().to_string())
+        .unwrap_or_default()
 }
