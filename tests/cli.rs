@@ -30,7 +30,11 @@ fn check_rejects_a_broken_network_with_a_diagnostic() {
     let dir = std::env::temp_dir().join(format!("netc-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("broken.net");
-    std::fs::write(&file, "net broken {\n    input x: [3, 8, 8]\n    return x |> conv(4, 3) + x\n}\n").unwrap();
+    std::fs::write(
+        &file,
+        "net broken {\n    input x: [3, 8, 8]\n    return x |> conv(4, 3) + x\n}\n",
+    )
+    .unwrap();
     let o = netc(&["check", file.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
@@ -56,10 +60,20 @@ fn stats_json_has_the_totals_and_layers() {
 
 #[test]
 fn stats_table_applies_set_overrides() {
-    let o = netc(&["stats", "nets/mobilenet_v2.net", "--set", "alpha=0.5", "--set", "res=160"]);
+    let o = netc(&[
+        "stats",
+        "nets/mobilenet_v2.net",
+        "--set",
+        "alpha=0.5",
+        "--set",
+        "res=160",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.starts_with("mobilenet_v2(alpha=0.5, res=160, classes=1000)"), "{out}");
+    assert!(
+        out.starts_with("mobilenet_v2(alpha=0.5, res=160, classes=1000)"),
+        "{out}"
+    );
     assert!(out.contains("[1, 3, 160, 160]"), "{out}");
     assert!(out.contains("params:"));
 }
@@ -85,12 +99,19 @@ fn malformed_set_is_an_error() {
 fn ir_stops_after_the_named_stage() {
     let elaborated = netc(&["ir", "nets/mobilenet_v2.net", "--after", "elaborate"]);
     assert!(elaborated.status.success());
-    assert!(!stdout(&elaborated).contains("macs="), "costs appear only after the cost pass");
+    assert!(
+        !stdout(&elaborated).contains("macs="),
+        "costs appear only after the cost pass"
+    );
     let full = netc(&["ir", "nets/mobilenet_v2.net"]);
     assert!(stdout(&full).contains("macs="));
     let bad = netc(&["ir", "nets/mobilenet_v2.net", "--after", "nope"]);
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("stages are: elaborate, shape, cost"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("stages are: elaborate, shape, cost"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]
@@ -107,5 +128,9 @@ fn dot_prints_a_graph() {
 fn missing_file_is_a_clear_error() {
     let o = netc(&["check", "nets/does_not_exist.net"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("cannot read `nets/does_not_exist.net`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot read `nets/does_not_exist.net`"),
+        "{}",
+        stderr(&o)
+    );
 }
