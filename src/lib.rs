@@ -11,6 +11,7 @@ pub mod ir;
 pub mod load;
 pub mod passes;
 pub mod report;
+pub mod runtime;
 pub mod source;
 pub mod syntax;
 
@@ -31,6 +32,39 @@ pub struct Compiled {
 fn internal(message: String) -> Diagnostic {
     Diagnostic::error("E0900", format!("internal compiler error: {message}"))
         .with_note("this is a bug in netc, not in the network description")
+}
+
+impl Compiled {
+    /// The shape of the network's input, `[N, C, H, W]`.
+    pub fn input_shape(&self) -> &[usize] {
+        &self.graph.node(self.graph.inputs[0]).shape.0
+    }
+
+    /// Every tensor the network's weights must provide.
+    pub fn expected_weights(&self) -> Vec<runtime::weights::Spec> {
+        runtime::weights::expected(&self.graph)
+    }
+
+    /// The seeded initialization of the network's weights.
+    pub fn init_weights(&self, seed: u64) -> runtime::Weights {
+        runtime::Weights::init(&self.graph, seed)
+    }
+
+    /// Loads weights from a safetensors file, checked against the network.
+    pub fn load_weights(&self, path: &Path) -> Result<runtime::Weights, Diagnostic> {
+        runtime::Weights::load(path, &self.graph)
+    }
+
+    /// Runs the network with the reference interpreter; returns one tensor per output.
+    pub fn run_reference(&self, weights: &runtime::Weights, input: &runtime::Tensor) -> Result<Vec<runtime::Tensor>, Diagnostic> {
+        weights.check(&self.graph, "the weights")?;
+        runtime::reference::run(&self.graph, weights, std::slice::from_ref(input))
+    }
+
+    /// Whether the network's first output already is a probability distribution (ends in softmax).
+    pub fn outputs_probabilities(&self) -> bool {
+        self.graph.outputs.first().is_some_and(|&o| self.graph.node(o).op == ir::op::Op::Softmax)
+    }
 }
 
 /// Compiles source text. `name` is shown in diagnostics; includes are resolved against `dir`

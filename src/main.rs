@@ -1,6 +1,8 @@
 //! The `netc` command line: argument parsing and printing only.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use netc::diag::Diagnostic;
+use netc::runtime::{input, Tensor};
 use netc::{compile_file, diag, ir, passes, report, Compiled, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,200 @@ enum Command {
     },
     /// Print the graph as Graphviz DOT.
     Dot(Common),
+    /// List every weight tensor the network expects: name, shape, dtype.
+    Weights {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a seeded initialization of the network's weights as safetensors.
+    Init {
+        #[command(flatten)]
+        common: Common,
+        /// The safetensors file to write.
+        #[arg(short, long, value_name = "W.safetensors")]
+        output: PathBuf,
+        /// Seed of the initialization.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Run the network on an image, a .npy tensor or a seeded random input.
+    Run(RunArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    /// The reference interpreter: slow and obviously correct.
+    Reference,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Preset {
+    /// torchvision's ImageNet mean and standard deviation.
+    Imagenet,
+    /// Scale to [-1, 1].
+    Inception,
+    /// Keep [0, 1].
+    None,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Weights (safetensors). Without it, the seeded initialization is used.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Input: a PNG or JPEG image, or a .npy float32 tensor of the input's shape.
+    /// Without it, a seeded random tensor.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Write the raw output tensor to this .npy file.
+    #[arg(long, value_name = "OUT.npy")]
+    output: Option<PathBuf>,
+    /// How many classes to print.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Class names, one per line.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// The engine that runs the network.
+    #[arg(long, value_enum, default_value_t = Engine::Reference)]
+    engine: Engine,
+    /// Seed of the initialization and of the random input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Image normalization preset.
+    #[arg(long, value_enum, default_value_t = Preset::Imagenet)]
+    normalize: Preset,
+    /// Image mean per channel, R,G,B (overrides the preset).
+    #[arg(long, value_name = "R,G,B")]
+    mean: Option<String>,
+    /// Image standard deviation per channel, R,G,B (overrides the preset).
+    #[arg(long, value_name = "R,G,B")]
+    std: Option<String>,
+}
+
+/// Prints a diagnostic that points at no source.
+fn fail(d: Diagnostic) -> ExitCode {
+    diag::emit_stderr(&netc::source::SourceMap::new(), &[d]);
+    ExitCode::FAILURE
+}
+
+fn weights_table(c: &Compiled, json: bool) -> String {
+    let specs = c.expected_weights();
+    if json {
+        let items: Vec<serde_json::Value> = specs
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name, "shape": s.shape, "dtype": "F32"}))
+            .collect();
+        return serde_json::to_string_pretty(&items).unwrap_or_default() + "\n";
+    }
+    let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    let mut out = format!("{:width$}  {:20}  dtype\n", "name", "shape");
+    let mut total = 0usize;
+    for s in &specs {
+        let shape = format!("{:?}", s.shape);
+        out += &format!("{:width$}  {:20}  F32\n", s.name, shape);
+        total += s.shape.iter().product::<usize>();
+    }
+    out += &format!("{} tensors, {} values\n", specs.len(), report::thousands(total as u64));
+    out
+}
+
+/// The image normalization the flags ask for.
+fn normalization(args: &RunArgs) -> Result<input::Normalize, Diagnostic> {
+    let preset = match args.normalize {
+        Preset::Imagenet => "imagenet",
+        Preset::Inception => "inception",
+        Preset::None => "none",
+    };
+    let mut norm = input::Normalize::preset(preset).expect("every preset is defined");
+    if let Some(m) = &args.mean {
+        norm.mean = input::Normalize::triple(m, "--mean")?;
+    }
+    if let Some(s) = &args.std {
+        norm.std = input::Normalize::triple(s, "--std")?;
+        if norm.std.iter().any(|v| *v == 0.0) {
+            return Err(netc::runtime::errors::bad_normalization("--std", s));
+        }
+    }
+    Ok(norm)
+}
+
+fn load_input(args: &RunArgs, shape: &[usize], norm: input::Normalize) -> Result<Tensor, Diagnostic> {
+    let Some(path) = &args.input else {
+        eprintln!("note: no --input given; running on a random input (seed {})", args.seed);
+        return Ok(input::random(shape, args.seed));
+    };
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext == "npy" {
+        input::npy(path, shape)
+    } else {
+        input::image(path, shape, norm)
+    }
+}
+
+fn read_labels(path: &std::path::Path) -> Result<Vec<String>, Diagnostic> {
+    let source = path.display().to_string();
+    let text = std::fs::read(path).map_err(|e| netc::runtime::errors::bad_labels(&source, &e.to_string()))?;
+    let text = String::from_utf8(text).map_err(|_| netc::runtime::errors::bad_labels(&source, "not UTF-8 text"))?;
+    Ok(text.lines().map(|l| l.trim().to_string()).collect())
+}
+
+fn run_network(args: &RunArgs) -> ExitCode {
+    let norm = match normalization(args) {
+        Ok(n) => n,
+        Err(d) => return fail(d),
+    };
+    let c = match compile(&args.common, None) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let weights = match &args.weights {
+        Some(path) => match c.load_weights(path) {
+            Ok(w) => w,
+            Err(d) => return fail(d),
+        },
+        None => {
+            eprintln!("note: no --weights given; using the seeded initialization (seed {})", args.seed);
+            c.init_weights(args.seed)
+        }
+    };
+    let labels = match args.labels.as_deref().map(read_labels).transpose() {
+        Ok(l) => l,
+        Err(d) => return fail(d),
+    };
+    let x = match load_input(args, c.input_shape(), norm) {
+        Ok(x) => x,
+        Err(d) => return fail(d),
+    };
+    let outputs = match args.engine {
+        Engine::Reference => c.run_reference(&weights, &x),
+    };
+    let outputs = match outputs {
+        Ok(o) => o,
+        Err(d) => return fail(d),
+    };
+    let out = &outputs[0];
+    if let Some(path) = &args.output {
+        if let Err(d) = input::save_npy(path, out) {
+            return fail(d);
+        }
+    }
+    let batch = out.shape[0];
+    for item in 0..batch {
+        if batch > 1 {
+            println!("batch item {item}:");
+        }
+        for (rank, (class, p)) in input::top_k(out, item, args.top, c.outputs_probabilities()).iter().enumerate() {
+            let label = labels.as_ref().and_then(|l| l.get(*class)).map(|s| format!("  {s}")).unwrap_or_default();
+            println!("{:>3}. class {:>5}  {:.6}{label}", rank + 1, class, p);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn compile(common: &Common, after: Option<&str>) -> Result<Compiled, ExitCode> {
@@ -123,6 +319,27 @@ fn run(cli: Cli) -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Weights { common, json } => match compile(&common, None) {
+            Ok(c) => {
+                print!("{}", weights_table(&c, json));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Init { common, output, seed } => match compile(&common, None) {
+            Ok(c) => {
+                let w = c.init_weights(seed);
+                match w.save(&output) {
+                    Ok(()) => {
+                        eprintln!("wrote {} tensors to {}", w.len(), output.display());
+                        ExitCode::SUCCESS
+                    }
+                    Err(d) => fail(d),
+                }
+            }
+            Err(code) => code,
+        },
+        Command::Run(args) => run_network(&args),
     }
 }
 

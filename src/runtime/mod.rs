@@ -1,0 +1,16 @@
+//! Running a compiled network: its weights, its inputs and outputs, and the reference
+//! interpreter.
+//!
+//! - `weights.rs` the named tensors of every node, seeded initialization, safetensors files;
+//! - `input.rs` images, `.npy` files, random inputs, top-K;
+//! - `reference.rs` the slow, obviously correct interpreter that is the numerics oracle;
+//! - `errors.rs` the diagnostics of all of the above.
+
+pub mod errors;
+pub mod input;
+pub mod reference;
+pub mod tensor;
+pub mod weights;
+
+pub use tensor::Tensor;
+pub use weights::Weights;
