@@ -56,14 +56,21 @@ impl Compiled {
     }
 
     /// Runs the network with the reference interpreter; returns one tensor per output.
-    pub fn run_reference(&self, weights: &runtime::Weights, input: &runtime::Tensor) -> Result<Vec<runtime::Tensor>, Diagnostic> {
+    pub fn run_reference(
+        &self,
+        weights: &runtime::Weights,
+        input: &runtime::Tensor,
+    ) -> Result<Vec<runtime::Tensor>, Diagnostic> {
         weights.check(&self.graph, "the weights")?;
         runtime::reference::run(&self.graph, weights, std::slice::from_ref(input))
     }
 
     /// Whether the network's first output already is a probability distribution (ends in softmax).
     pub fn outputs_probabilities(&self) -> bool {
-        self.graph.outputs.first().is_some_and(|&o| self.graph.node(o).op == ir::op::Op::Softmax)
+        self.graph
+            .outputs
+            .first()
+            .is_some_and(|&o| self.graph.node(o).op == ir::op::Op::Softmax)
     }
 }
 

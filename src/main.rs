@@ -168,7 +168,7 @@ fn normalization(args: &RunArgs) -> Result<input::Normalize, Diagnostic> {
     }
     if let Some(s) = &args.std {
         norm.std = input::Normalize::triple(s, "--std")?;
-        if norm.std.iter().any(|v| *v == 0.0) {
+        if norm.std.contains(&0.0) {
             return Err(netc::runtime::errors::bad_normalization("--std", s));
         }
     }
@@ -180,7 +180,11 @@ fn load_input(args: &RunArgs, shape: &[usize], norm: input::Normalize) -> Result
         eprintln!("note: no --input given; running on a random input (seed {})", args.seed);
         return Ok(input::random(shape, args.seed));
     };
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext == "npy" {
         input::npy(path, shape)
     } else {
@@ -210,7 +214,10 @@ fn run_network(args: &RunArgs) -> ExitCode {
             Err(d) => return fail(d),
         },
         None => {
-            eprintln!("note: no --weights given; using the seeded initialization (seed {})", args.seed);
+            eprintln!(
+                "note: no --weights given; using the seeded initialization (seed {})",
+                args.seed
+            );
             c.init_weights(args.seed)
         }
     };
@@ -240,8 +247,15 @@ fn run_network(args: &RunArgs) -> ExitCode {
         if batch > 1 {
             println!("batch item {item}:");
         }
-        for (rank, (class, p)) in input::top_k(out, item, args.top, c.outputs_probabilities()).iter().enumerate() {
-            let label = labels.as_ref().and_then(|l| l.get(*class)).map(|s| format!("  {s}")).unwrap_or_default();
+        for (rank, (class, p)) in input::top_k(out, item, args.top, c.outputs_probabilities())
+            .iter()
+            .enumerate()
+        {
+            let label = labels
+                .as_ref()
+                .and_then(|l| l.get(*class))
+                .map(|s| format!("  {s}"))
+                .unwrap_or_default();
             println!("{:>3}. class {:>5}  {:.6}{label}", rank + 1, class, p);
         }
     }

@@ -8,7 +8,10 @@ use std::sync::OnceLock;
 fn net() -> &'static netc::Compiled {
     static NET: OnceLock<netc::Compiled> = OnceLock::new();
     NET.get_or_init(|| {
-        let options = netc::Options { overrides: vec![("res".into(), "32".into()), ("alpha".into(), "0.35".into())], batch: 1 };
+        let options = netc::Options {
+            overrides: vec![("res".into(), "32".into()), ("alpha".into(), "0.35".into())],
+            batch: 1,
+        };
         netc::compile_file(std::path::Path::new("nets/mobilenet_v2.net"), &options, None).unwrap()
     })
 }

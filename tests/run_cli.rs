@@ -46,7 +46,10 @@ fn every_seed_network_runs_with_the_reference_engine() {
             assert!(o.status.success(), "{net}: {}", text(&o.stderr));
             let stdout = text(&o.stdout);
             assert_eq!(stdout.lines().count(), 5, "{net} prints a top-5:\n{stdout}");
-            assert!(stdout.lines().next().unwrap().trim_start().starts_with("1. class"), "{stdout}");
+            assert!(
+                stdout.lines().next().unwrap().trim_start().starts_with("1. class"),
+                "{stdout}"
+            );
             let stderr = text(&o.stderr);
             assert!(stderr.contains("using the seeded initialization"), "{stderr}");
             assert!(stderr.contains("random input"), "{stderr}");
@@ -100,10 +103,18 @@ fn run_reports_bad_files_clearly() {
     std::fs::write(&junk, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}").unwrap();
     let o = netc(&["run", "nets/effnet.net", "--weights", junk.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("is not a valid safetensors file"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("is not a valid safetensors file"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = netc(&["run", "nets/effnet.net", "--input", "no/such/file.png"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).contains("cannot read `no/such/file.png`"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("cannot read `no/such/file.png`"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = netc(&["run", "nets/effnet.net", "--mean", "1,2"]);
     assert_eq!(o.status.code(), Some(1));
     let o = netc(&["run", "nets/effnet.net", "--input", junk.to_str().unwrap()]);

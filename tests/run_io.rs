@@ -16,7 +16,10 @@ fn compile(file: &str, overrides: &[(&str, &str)]) -> Compiled {
 }
 
 fn small_net() -> Compiled {
-    compile("nets/mobilenet_v2.net", &[("res", "32"), ("alpha", "0.35"), ("classes", "10")])
+    compile(
+        "nets/mobilenet_v2.net",
+        &[("res", "32"), ("alpha", "0.35"), ("classes", "10")],
+    )
 }
 
 /// A fresh directory under the system's temporary directory.
@@ -41,14 +44,24 @@ fn f32_bytes(data: &[f32]) -> Vec<u8> {
 
 /// The tensors of `w` as (name, F32, shape, bytes), for building modified files.
 fn entries(w: &Weights) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
-    w.iter().map(|(n, t)| (n.clone(), Dtype::F32, t.shape.clone(), f32_bytes(&t.data))).collect()
+    w.iter()
+        .map(|(n, t)| (n.clone(), Dtype::F32, t.shape.clone(), f32_bytes(&t.data)))
+        .collect()
 }
 
 fn load_error(c: &Compiled, bytes: &[u8], dir: &Path, name: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     let d = c.load_weights(&path).expect_err("loading must fail");
-    format!("{}: {}", d.code, [d.message.clone()].into_iter().chain(d.notes.clone()).collect::<Vec<_>>().join(" | "))
+    format!(
+        "{}: {}",
+        d.code,
+        [d.message.clone()]
+            .into_iter()
+            .chain(d.notes.clone())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    )
 }
 
 #[test]
@@ -101,7 +114,10 @@ fn unexpected_tensor_is_named() {
     t.push(("stem.conv.wieght".into(), Dtype::F32, vec![1], f32_bytes(&[1.0])));
     let msg = load_error(&c, &safetensors_file(&t), &dir, "w.safetensors");
     assert!(msg.starts_with("E0405"), "{msg}");
-    assert!(msg.contains("`stem.conv.wieght` that the network does not use"), "{msg}");
+    assert!(
+        msg.contains("`stem.conv.wieght` that the network does not use"),
+        "{msg}"
+    );
     assert!(msg.contains("did you mean `stem.conv.weight`?"), "{msg}");
     std::fs::remove_dir_all(dir).ok();
 }
@@ -115,7 +131,10 @@ fn wrong_shape_names_both_shapes() {
     e.2 = vec![5, 2];
     let msg = load_error(&c, &safetensors_file(&t), &dir, "w.safetensors");
     assert!(msg.starts_with("E0406"), "{msg}");
-    assert!(msg.contains("`classifier.bias`") && msg.contains("[5, 2]") && msg.contains("expects [10]"), "{msg}");
+    assert!(
+        msg.contains("`classifier.bias`") && msg.contains("[5, 2]") && msg.contains("expects [10]"),
+        "{msg}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -158,7 +177,12 @@ fn half_precision_files_are_converted() {
         let a = &w.get("stem.conv.weight").unwrap().data;
         let b = &loaded.get("stem.conv.weight").unwrap().data;
         let tolerance = if dtype == Dtype::F16 { 1e-3 } else { 1e-2 };
-        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tolerance * x.abs().max(1e-2)), "{dtype:?}");
+        assert!(
+            a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= tolerance * x.abs().max(1e-2)),
+            "{dtype:?}"
+        );
     }
     std::fs::remove_dir_all(dir).ok();
 }
@@ -169,7 +193,10 @@ fn truncated_and_corrupt_files_are_errors() {
     let dir = scratch("corrupt");
     let full = c.init_weights(0).to_safetensors().unwrap();
     let msg = load_error(&c, &full[..full.len() / 2], &dir, "half.safetensors");
-    assert!(msg.starts_with("E0403") && msg.contains("not a valid safetensors file"), "{msg}");
+    assert!(
+        msg.starts_with("E0403") && msg.contains("not a valid safetensors file"),
+        "{msg}"
+    );
     let msg = load_error(&c, b"not a safetensors file at all", &dir, "text.safetensors");
     assert!(msg.starts_with("E0403"), "{msg}");
     let msg = load_error(&c, &[], &dir, "empty.safetensors");
@@ -182,7 +209,11 @@ fn missing_weights_file_is_an_error() {
     let c = small_net();
     let d = c.load_weights(Path::new("does/not/exist.safetensors")).unwrap_err();
     assert_eq!(d.code, "E0401");
-    assert!(d.message.contains("cannot read `does/not/exist.safetensors`"), "{}", d.message);
+    assert!(
+        d.message.contains("cannot read `does/not/exist.safetensors`"),
+        "{}",
+        d.message
+    );
 }
 
 fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
@@ -219,9 +250,19 @@ fn npy_input_round_trip() {
 fn npy_wrong_shape_dtype_and_truncation_are_errors() {
     let shape = [1, 3, 4, 4];
     let good = f32_bytes(&[0.5; 48]);
-    let d = input::npy_from_bytes(&npy_bytes("<f4", &[1, 3, 4, 5], &f32_bytes(&[0.5; 60])), "x.npy", &shape).unwrap_err();
+    let d = input::npy_from_bytes(
+        &npy_bytes("<f4", &[1, 3, 4, 5], &f32_bytes(&[0.5; 60])),
+        "x.npy",
+        &shape,
+    )
+    .unwrap_err();
     assert_eq!(d.code, "E0505");
-    assert!(d.message.contains("has shape [1, 3, 4, 5], the network's input is [1, 3, 4, 4]"), "{}", d.message);
+    assert!(
+        d.message
+            .contains("has shape [1, 3, 4, 5], the network's input is [1, 3, 4, 4]"),
+        "{}",
+        d.message
+    );
     let d = input::npy_from_bytes(&npy_bytes("<f8", &shape, &[0; 384]), "x.npy", &shape).unwrap_err();
     assert_eq!(d.code, "E0504");
     assert!(d.message.contains("holds <f8 data"), "{}", d.message);
@@ -237,14 +278,24 @@ fn npy_wrong_shape_dtype_and_truncation_are_errors() {
 fn image_input_is_resized_cropped_and_normalized() {
     let dir = scratch("image");
     // A 40x20 image: left half black, right half white.
-    let img = image::RgbImage::from_fn(40, 20, |x, _| if x < 20 { image::Rgb([0, 0, 0]) } else { image::Rgb([255, 255, 255]) });
+    let img = image::RgbImage::from_fn(40, 20, |x, _| {
+        if x < 20 {
+            image::Rgb([0, 0, 0])
+        } else {
+            image::Rgb([255, 255, 255])
+        }
+    });
     let path = dir.join("x.png");
     img.save(&path).unwrap();
     let none = input::Normalize::preset("none").unwrap();
     let t = input::image(&path, &[2, 3, 10, 10], none).unwrap();
     assert_eq!(t.shape, vec![2, 3, 10, 10]);
     // Scaled to 20x10 and the middle 10 columns kept: columns 0-4 black, 5-9 white.
-    assert!(t.data[0].abs() < 1e-6 && (t.data[9] - 1.0).abs() < 1e-6, "{:?}", &t.data[..10]);
+    assert!(
+        t.data[0].abs() < 1e-6 && (t.data[9] - 1.0).abs() < 1e-6,
+        "{:?}",
+        &t.data[..10]
+    );
     let imagenet = input::Normalize::preset("imagenet").unwrap();
     let n = input::image(&path, &[1, 3, 10, 10], imagenet).unwrap();
     assert!((n.data[0] - (0.0 - 0.485) / 0.229).abs() < 1e-5);
@@ -270,9 +321,15 @@ fn unreadable_images_are_errors() {
 #[test]
 fn wrong_input_shape_is_an_error() {
     let c = small_net();
-    let d = c.run_reference(&c.init_weights(0), &Tensor::zeros(&[1, 3, 8, 8])).unwrap_err();
+    let d = c
+        .run_reference(&c.init_weights(0), &Tensor::zeros(&[1, 3, 8, 8]))
+        .unwrap_err();
     assert_eq!(d.code, "E0502");
-    assert!(d.message.contains("must have shape [1, 3, 32, 32], found [1, 3, 8, 8]"), "{}", d.message);
+    assert!(
+        d.message.contains("must have shape [1, 3, 32, 32], found [1, 3, 8, 8]"),
+        "{}",
+        d.message
+    );
 }
 
 #[test]

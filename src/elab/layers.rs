@@ -449,7 +449,7 @@ impl Elab<'_> {
         let sizes: Vec<usize> = match &pv {
             Value::Int(_) => {
                 let n = self.size(&pv, ps, "`parts` of `split`")?;
-                if channels % n != 0 {
+                if !channels.is_multiple_of(n) {
                     return Err(errors::shape(
                         &crate::ir::shape::ShapeError::GroupsInput { channels, groups: n },
                         "split",

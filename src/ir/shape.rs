@@ -214,7 +214,7 @@ fn conv_shape(c: &Conv, x: &Shape) -> Result<Shape, ShapeError> {
             groups: c.groups,
         });
     }
-    if c.out_channels % c.groups != 0 {
+    if !c.out_channels.is_multiple_of(c.groups) {
         return Err(ShapeError::GroupsOutput {
             channels: c.out_channels,
             groups: c.groups,
@@ -368,7 +368,7 @@ pub fn infer(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
             rank(inputs, 0, &[4])?;
             nonzero(*groups, "groups")?;
             let channels = inputs[0].0[1];
-            if channels % groups != 0 {
+            if !channels.is_multiple_of(*groups) {
                 return Err(ShapeError::GroupsInput {
                     channels,
                     groups: *groups,

@@ -22,13 +22,21 @@ pub fn corrupt_weights(path: &str, reason: &str) -> Diagnostic {
 }
 
 pub fn weights_too_large(path: &str, size: u64, limit: u64) -> Diagnostic {
-    Diagnostic::error("E0403", format!("`{path}` has {size} bytes, more than this network's weights can take"))
-        .with_note(format!("a file of this network's tensors has at most {limit} bytes, even in f64"))
+    Diagnostic::error(
+        "E0403",
+        format!("`{path}` has {size} bytes, more than this network's weights can take"),
+    )
+    .with_note(format!(
+        "a file of this network's tensors has at most {limit} bytes, even in f64"
+    ))
 }
 
 pub fn missing_in_file(path: &str, name: &str, shape: &[usize]) -> Diagnostic {
     Diagnostic::error("E0404", format!("`{path}` has no tensor `{name}`"))
-        .with_note(format!("the network expects `{name}` with shape {}", ShapeDisplay(shape)))
+        .with_note(format!(
+            "the network expects `{name}` with shape {}",
+            ShapeDisplay(shape)
+        ))
         .with_help("`netc weights FILE` lists every tensor the network expects")
 }
 
@@ -38,8 +46,11 @@ pub fn missing_tensor(name: &str) -> Diagnostic {
 
 pub fn unexpected_tensor(path: &str, name: &str, expected: &[&str]) -> Diagnostic {
     let similar = crate::elab::errors::similar(name, expected.iter().copied());
-    let d = Diagnostic::error("E0405", format!("`{path}` has a tensor `{name}` that the network does not use"))
-        .with_help("`netc weights FILE` lists every tensor the network expects");
+    let d = Diagnostic::error(
+        "E0405",
+        format!("`{path}` has a tensor `{name}` that the network does not use"),
+    )
+    .with_help("`netc weights FILE` lists every tensor the network expects");
     match similar.first() {
         Some(s) => d.with_note(format!("did you mean `{s}`?")),
         None => d,
@@ -63,13 +74,20 @@ pub fn tensor_dtype(name: &str, dtype: &str) -> Diagnostic {
 }
 
 pub fn input_count(expected: usize, found: usize) -> Diagnostic {
-    Diagnostic::error("E0501", format!("the network takes {expected} inputs, {found} were given"))
+    Diagnostic::error(
+        "E0501",
+        format!("the network takes {expected} inputs, {found} were given"),
+    )
 }
 
 pub fn input_shape(name: &str, expected: &[usize], found: &[usize]) -> Diagnostic {
     Diagnostic::error(
         "E0502",
-        format!("input `{name}` must have shape {}, found {}", ShapeDisplay(expected), ShapeDisplay(found)),
+        format!(
+            "input `{name}` must have shape {}, found {}",
+            ShapeDisplay(expected),
+            ShapeDisplay(found)
+        ),
     )
 }
 
@@ -78,15 +96,22 @@ pub fn bad_npy(path: &str, reason: &str) -> Diagnostic {
 }
 
 pub fn npy_dtype(path: &str, dtype: &str) -> Diagnostic {
-    Diagnostic::error("E0504", format!("`{path}` holds {dtype} data; netc reads float32 (`<f4`)"))
-        .with_help("convert it with numpy: `np.save(path, array.astype(np.float32))`")
+    Diagnostic::error(
+        "E0504",
+        format!("`{path}` holds {dtype} data; netc reads float32 (`<f4`)"),
+    )
+    .with_help("convert it with numpy: `np.save(path, array.astype(np.float32))`")
 }
 
 pub fn npy_shape(path: &str, expected: &[usize], found: &[u64]) -> Diagnostic {
     let found: Vec<usize> = found.iter().map(|&d| d as usize).collect();
     Diagnostic::error(
         "E0505",
-        format!("`{path}` has shape {}, the network's input is {}", ShapeDisplay(&found), ShapeDisplay(expected)),
+        format!(
+            "`{path}` has shape {}, the network's input is {}",
+            ShapeDisplay(&found),
+            ShapeDisplay(expected)
+        ),
     )
 }
 
@@ -96,8 +121,11 @@ pub fn bad_image(path: &str, reason: &str) -> Diagnostic {
 }
 
 pub fn image_channels(channels: usize) -> Diagnostic {
-    Diagnostic::error("E0507", format!("an image can only feed a network with 1 or 3 input channels, not {channels}"))
-        .with_help("pass a .npy tensor instead")
+    Diagnostic::error(
+        "E0507",
+        format!("an image can only feed a network with 1 or 3 input channels, not {channels}"),
+    )
+    .with_help("pass a .npy tensor instead")
 }
 
 pub fn bad_normalization(what: &str, value: &str) -> Diagnostic {

@@ -28,9 +28,18 @@ impl Normalize {
     /// `imagenet` (torchvision's statistics), `inception` (to [-1, 1]) or `none`.
     pub fn preset(name: &str) -> Option<Normalize> {
         Some(match name {
-            "imagenet" => Normalize { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
-            "inception" => Normalize { mean: [0.5; 3], std: [0.5; 3] },
-            "none" => Normalize { mean: [0.0; 3], std: [1.0; 3] },
+            "imagenet" => Normalize {
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+            },
+            "inception" => Normalize {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            },
+            "none" => Normalize {
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
             _ => return None,
         })
     }
@@ -49,7 +58,10 @@ impl Normalize {
 pub fn random(shape: &[usize], seed: u64) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n = shape.iter().product();
-    Tensor::new(shape.to_vec(), (0..n).map(|_| StandardNormal.sample(&mut rng)).collect())
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| StandardNormal.sample(&mut rng)).collect(),
+    )
 }
 
 /// Loads an image file as a `shape` (`[N, C, H, W]`) tensor, the same image in every batch item.
@@ -72,7 +84,10 @@ pub fn image_from_bytes(bytes: &[u8], source: &str, shape: &[usize], norm: Norma
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| errors::bad_image(source, &e.to_string()))?.to_rgb8();
+    let img = reader
+        .decode()
+        .map_err(|e| errors::bad_image(source, &e.to_string()))?
+        .to_rgb8();
     let (iw, ih) = img.dimensions();
     // Scale so the image covers h x w, then cut the middle.
     let scale = (h as f64 / ih as f64).max(w as f64 / iw as f64);
@@ -116,7 +131,10 @@ pub fn npy_from_bytes(bytes: &[u8], source: &str, shape: &[usize]) -> Result<Ten
         return Err(errors::npy_dtype(source, &dtype));
     }
     if file.order() == npyz::Order::Fortran {
-        return Err(errors::bad_npy(source, "the array is in Fortran order; save it in C order"));
+        return Err(errors::bad_npy(
+            source,
+            "the array is in Fortran order; save it in C order",
+        ));
     }
     let found = file.shape().to_vec();
     let matches = found.iter().map(|&d| d as usize).eq(shape.iter().copied())
@@ -139,8 +157,12 @@ pub fn save_npy(path: &Path, t: &Tensor) -> Result<(), Diagnostic> {
     {
         use npyz::WriterBuilder;
         let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-        let mut writer =
-            npyz::WriteOptions::new().default_dtype().shape(&shape).writer(&mut bytes).begin_nd().map_err(fail)?;
+        let mut writer = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&shape)
+            .writer(&mut bytes)
+            .begin_nd()
+            .map_err(fail)?;
         writer.extend(t.data.iter().copied()).map_err(fail)?;
         writer.finish().map_err(fail)?;
     }

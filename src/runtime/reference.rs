@@ -17,7 +17,9 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
     if inputs.len() != graph.inputs.len() {
         return Err(errors::input_count(graph.inputs.len(), inputs.len()));
     }
-    let order = graph.topo_order().ok_or_else(|| errors::internal("the graph has a cycle"))?;
+    let order = graph
+        .topo_order()
+        .ok_or_else(|| errors::internal("the graph has a cycle"))?;
     // How many consumers still need each value, so values can be dropped after their last use.
     let mut remaining: HashMap<NodeId, usize> = HashMap::new();
     for &ix in &order {
@@ -29,7 +31,11 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
     for &ix in &order {
         let node = graph.node(ix);
         let out = if node.op == Op::Input {
-            let k = graph.inputs.iter().position(|&i| i == ix).expect("input nodes are graph inputs");
+            let k = graph
+                .inputs
+                .iter()
+                .position(|&i| i == ix)
+                .expect("input nodes are graph inputs");
             let t = &inputs[k];
             if t.shape != node.shape.0 {
                 return Err(errors::input_shape(&node.name, &node.shape.0, &t.shape));
@@ -210,7 +216,11 @@ pub fn pool(x: &Tensor, p: &Pool) -> Tensor {
                                 s += src[iy * w + ix];
                             }
                         }
-                        let count = if p.count_include_pad { padded_area } else { ((yb - ya) * (xb - xa)) as f32 };
+                        let count = if p.count_include_pad {
+                            padded_area
+                        } else {
+                            ((yb - ya) * (xb - xa)) as f32
+                        };
                         s / count
                     }
                 };
@@ -271,7 +281,10 @@ pub fn concat(xs: &[&Tensor]) -> Tensor {
 
 /// Elementwise sum.
 pub fn add(a: &Tensor, b: &Tensor) -> Tensor {
-    Tensor::new(a.shape.clone(), a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect())
+    Tensor::new(
+        a.shape.clone(),
+        a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect(),
+    )
 }
 
 /// Channels `start..end`.

@@ -48,15 +48,27 @@ pub fn expected(graph: &Graph) -> Vec<Spec> {
     let order = graph.topo_order().unwrap_or_else(|| graph.g.node_indices().collect());
     for ix in order {
         let node = graph.node(ix);
-        let input = graph.inputs_of(ix).first().map(|&i| graph.node(i).shape.0.clone()).unwrap_or_default();
+        let input = graph
+            .inputs_of(ix)
+            .first()
+            .map(|&i| graph.node(i).shape.0.clone())
+            .unwrap_or_default();
         let mut push = |suffix: &str, shape: Vec<usize>, role: Role| {
-            specs.push(Spec { name: format!("{}.{suffix}", node.name), shape, role });
+            specs.push(Spec {
+                name: format!("{}.{suffix}", node.name),
+                shape,
+                role,
+            });
         };
         match &node.op {
             Op::Conv(c) => {
                 let cin_g = input[1] / c.groups;
                 let fan_in = cin_g * c.kernel.0 * c.kernel.1;
-                push("weight", vec![c.out_channels, cin_g, c.kernel.0, c.kernel.1], Role::Weight { fan_in });
+                push(
+                    "weight",
+                    vec![c.out_channels, cin_g, c.kernel.0, c.kernel.1],
+                    Role::Weight { fan_in },
+                );
                 if c.bias {
                     push("bias", vec![c.out_channels], Role::Bias { fan_in });
                 }
@@ -89,7 +101,9 @@ pub struct Weights {
 
 /// FNV-1a, to derive a stream per tensor name.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn draw(spec: &Spec, seed: u64) -> Tensor {
@@ -126,9 +140,15 @@ fn dtype_name(d: Dtype) -> String {
 fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, Diagnostic> {
     let chunks = |size: usize| bytes.chunks_exact(size);
     Ok(match dtype {
-        Dtype::F32 => chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F16 => chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::BF16 => chunks(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F32 => chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => chunks(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         Dtype::F64 => chunks(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
@@ -139,7 +159,12 @@ fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, Diagnostic
 impl Weights {
     /// The seeded initialization of every tensor the graph expects.
     pub fn init(graph: &Graph, seed: u64) -> Weights {
-        Weights { tensors: expected(graph).iter().map(|s| (s.name.clone(), draw(s, seed))).collect() }
+        Weights {
+            tensors: expected(graph)
+                .iter()
+                .map(|s| (s.name.clone(), draw(s, seed)))
+                .collect(),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Tensor> {
@@ -187,7 +212,10 @@ impl Weights {
             let data = to_f32(&name, view.dtype(), view.data())?;
             let shape = view.shape().to_vec();
             if shape.iter().product::<usize>() != data.len() {
-                return Err(errors::corrupt_weights(source, &format!("tensor `{name}` has the wrong number of bytes")));
+                return Err(errors::corrupt_weights(
+                    source,
+                    &format!("tensor `{name}` has the wrong number of bytes"),
+                ));
             }
             tensors.insert(name, Tensor::new(shape, data));
         }
@@ -197,8 +225,13 @@ impl Weights {
     /// Loads a safetensors file and checks it against the graph.
     pub fn load(path: &Path, graph: &Graph) -> Result<Weights, Diagnostic> {
         let source = path.display().to_string();
-        let expected_bytes: u64 = expected(graph).iter().map(|s| s.shape.iter().product::<usize>() as u64 * 8).sum();
-        let size = std::fs::metadata(path).map_err(|e| errors::unreadable(&source, &e.to_string()))?.len();
+        let expected_bytes: u64 = expected(graph)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>() as u64 * 8)
+            .sum();
+        let size = std::fs::metadata(path)
+            .map_err(|e| errors::unreadable(&source, &e.to_string()))?
+            .len();
         // A valid file holds at most the expected tensors in f64, plus a header.
         if size > expected_bytes + (16 << 20) {
             return Err(errors::weights_too_large(&source, size, expected_bytes + (16 << 20)));
