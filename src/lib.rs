@@ -5,6 +5,7 @@
 //! output can be printed. This module is the public entry point: compile a file or a string with
 //! hyperparameter overrides, stopping after any stage.
 
+pub mod codegen;
 pub mod diag;
 pub mod elab;
 pub mod ir;
@@ -63,6 +64,15 @@ impl Compiled {
     ) -> Result<Vec<runtime::Tensor>, Diagnostic> {
         weights.check(&self.graph, "the weights")?;
         runtime::reference::run(&self.graph, weights, std::slice::from_ref(input))
+    }
+
+    /// Generates native code for the network with `weights` packed in.
+    pub fn compile_jit(
+        &self,
+        weights: &runtime::Weights,
+        options: &codegen::Options,
+    ) -> Result<runtime::executor::Executable, Diagnostic> {
+        codegen::compile(&self.graph, weights, options)
     }
 
     /// Whether the network's first output already is a probability distribution (ends in softmax).

@@ -7,6 +7,7 @@
 //! - `errors.rs` the diagnostics of all of the above.
 
 pub mod errors;
+pub mod executor;
 pub mod input;
 pub mod reference;
 pub mod tensor;

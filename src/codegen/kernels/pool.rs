@@ -1,0 +1,207 @@
+//! Pooling kernels over NHWC buffers, vectorized across channels.
+//!
+//! Windowed pooling: a work item is one output row `(n, y)`. A window starts at
+//! `(y * sh - pad_top, x * sw - pad_left)`; cells outside the input are skipped. Max pooling
+//! ignores padding; average pooling divides by the window clipped to the padded input
+//! (`count_include_pad`) or by the number of cells inside the input, a constant per output
+//! position computed at compile time. Global pooling: a work item is one batch item.
+
+use super::eltwise::{for_channels, pixel_base};
+use super::Kernel;
+use crate::codegen::emit::{Emit, F32X4};
+use crate::codegen::layout::Buf;
+use crate::ir::op::{Pool, PoolKind};
+use cranelift_codegen::ir::{InstBuilder, Value};
+
+pub struct Windowed {
+    pool: Pool,
+    input: Buf,
+    out: Buf,
+}
+
+pub fn lower(p: &Pool, input: Buf, out: Buf) -> Box<dyn Kernel> {
+    Box::new(Windowed {
+        pool: p.clone(),
+        input,
+        out,
+    })
+}
+
+impl Windowed {
+    /// The divisor of average pooling at output `(y, x)`.
+    fn divisor(&self, y: usize, x: usize) -> f32 {
+        let p = &self.pool;
+        let (h, w) = (self.input.h as isize, self.input.w as isize);
+        let y0 = (y * p.stride.0) as isize - p.pad.top as isize;
+        let x0 = (x * p.stride.1) as isize - p.pad.left as isize;
+        let y1 = (y0 + p.kernel.0 as isize).min(h + p.pad.bottom as isize);
+        let x1 = (x0 + p.kernel.1 as isize).min(w + p.pad.right as isize);
+        if p.count_include_pad {
+            ((y1 - y0) * (x1 - x0)) as f32
+        } else {
+            ((y1.min(h) - y0.max(0)) * (x1.min(w) - x0.max(0))) as f32
+        }
+    }
+}
+
+impl Kernel for Windowed {
+    fn items(&self) -> usize {
+        self.out.n * self.out.h
+    }
+    fn work_per_item(&self) -> usize {
+        self.out.w * self.out.c * self.pool.kernel.0 * self.pool.kernel.1
+    }
+    fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        let p = &self.pool;
+        let (oh, ow) = (self.out.h as i64, self.out.w as i64);
+        // Divisors per output position, as a table in code: one constant per (y, x) is too much
+        // code for large maps, so average pooling reads them from a small computed row instead
+        // when padding makes them vary; they only vary at the borders.
+        e.for_range(begin, end, 1, |e, item| {
+            let n = e.b.ins().sdiv_imm_s(item, oh);
+            let y = e.b.ins().srem_imm_s(item, oh);
+            for x in 0..ow as usize {
+                let out_pixel = {
+                    let row = e.b.ins().imul_imm_s(item, ow);
+                    e.b.ins().iadd_imm_s(row, x as i64)
+                };
+                let dst = pixel_base(e, &self.out, out_pixel);
+                let x0 = (x * p.stride.1) as i64 - p.pad.left as i64;
+                let cols: Vec<i64> = (0..p.kernel.1 as i64)
+                    .map(|j| x0 + j)
+                    .filter(|c| *c >= 0 && *c < self.input.w as i64)
+                    .collect();
+                for_channels(e, self.out.c, |e, c, ty| {
+                    let init = match (p.kind, ty == F32X4) {
+                        (PoolKind::Max, true) => e.splat(f32::NEG_INFINITY),
+                        (PoolKind::Max, false) => e.f32(f32::NEG_INFINITY),
+                        (PoolKind::Avg, true) => e.splat(0.0),
+                        (PoolKind::Avg, false) => e.f32(0.0),
+                    };
+                    let acc = e.b.declare_var(ty);
+                    e.b.def_var(acc, init);
+                    for i in 0..p.kernel.0 as i64 {
+                        let sy = e.b.ins().imul_imm_s(y, p.stride.0 as i64);
+                        let iy = e.b.ins().iadd_imm_s(sy, i - p.pad.top as i64);
+                        let inside = e.in_bounds(iy, self.input.h as i64);
+                        e.if_then(inside, |e| {
+                            let rows = e.b.ins().imul_imm_s(n, self.input.h as i64);
+                            let row = e.b.ins().iadd(rows, iy);
+                            let first = e.b.ins().imul_imm_s(row, self.input.w as i64);
+                            for &col in &cols {
+                                let pixel = e.b.ins().iadd_imm_s(first, col);
+                                let base = pixel_base(e, &self.input, pixel);
+                                let at = e.b.ins().iadd(base, c);
+                                let arena = e.arena;
+                                let v = e.load(ty, arena, at, 0);
+                                let a = e.b.use_var(acc);
+                                let r = match p.kind {
+                                    PoolKind::Max => e.max(v, a),
+                                    PoolKind::Avg => e.b.ins().fadd(a, v),
+                                };
+                                e.b.def_var(acc, r);
+                            }
+                        });
+                    }
+                    let mut r = e.b.use_var(acc);
+                    if p.kind == PoolKind::Avg {
+                        // The divisor depends on y only through the borders; compute it per row.
+                        let inv = self.row_inverse(e, y, x, ty);
+                        r = e.b.ins().fmul(r, inv);
+                    }
+                    let at = e.b.ins().iadd(dst, c);
+                    let arena = e.arena;
+                    e.store(r, arena, at, 0);
+                });
+            }
+        });
+    }
+}
+
+impl Windowed {
+    /// `1 / divisor(y, x)` for a run-time `y` and a compile-time `x`: a select chain over the
+    /// rows whose divisor differs from the interior's.
+    fn row_inverse(&self, e: &mut Emit, y: Value, x: usize, ty: cranelift_codegen::ir::Type) -> Value {
+        let oh = self.out.h;
+        let interior = oh / 2;
+        let base = 1.0 / self.divisor(interior, x);
+        let mut v = e.f32(base);
+        for row in 0..oh {
+            let d = 1.0 / self.divisor(row, x);
+            if d != base {
+                let is_row =
+                    e.b.ins()
+                        .icmp_imm_s(cranelift_codegen::ir::condcodes::IntCC::Equal, y, row as i64);
+                let dv = e.f32(d);
+                v = e.b.ins().select(is_row, dv, v);
+            }
+        }
+        if ty == F32X4 {
+            e.b.ins().splat(F32X4, v)
+        } else {
+            v
+        }
+    }
+}
+
+/// Mean or max over each channel's plane.
+pub struct Global {
+    kind: PoolKind,
+    input: Buf,
+    out: Buf,
+}
+
+pub fn lower_global(kind: PoolKind, input: Buf, out: Buf) -> Box<dyn Kernel> {
+    Box::new(Global { kind, input, out })
+}
+
+impl Kernel for Global {
+    fn items(&self) -> usize {
+        self.out.n
+    }
+    fn work_per_item(&self) -> usize {
+        self.input.h * self.input.w * self.input.c
+    }
+    fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        let plane = (self.input.h * self.input.w) as i64;
+        e.for_range(begin, end, 1, |e, n| {
+            let dst = pixel_base(e, &self.out, n);
+            for_channels(e, self.out.c, |e, c, ty| {
+                let init = match (self.kind, ty == F32X4) {
+                    (PoolKind::Max, true) => e.splat(f32::NEG_INFINITY),
+                    (PoolKind::Max, false) => e.f32(f32::NEG_INFINITY),
+                    (_, true) => e.splat(0.0),
+                    (_, false) => e.f32(0.0),
+                };
+                let acc = e.b.declare_var(ty);
+                e.b.def_var(acc, init);
+                e.for_const(0, plane, |e, k| {
+                    let first = e.b.ins().imul_imm_s(n, plane);
+                    let pixel = e.b.ins().iadd(first, k);
+                    let base = pixel_base(e, &self.input, pixel);
+                    let at = e.b.ins().iadd(base, c);
+                    let arena = e.arena;
+                    let v = e.load(ty, arena, at, 0);
+                    let a = e.b.use_var(acc);
+                    let r = match self.kind {
+                        PoolKind::Max => e.max(v, a),
+                        PoolKind::Avg => e.b.ins().fadd(a, v),
+                    };
+                    e.b.def_var(acc, r);
+                });
+                let mut r = e.b.use_var(acc);
+                if self.kind == PoolKind::Avg {
+                    let inv = if ty == F32X4 {
+                        e.splat(1.0 / plane as f32)
+                    } else {
+                        e.f32(1.0 / plane as f32)
+                    };
+                    r = e.b.ins().fmul(r, inv);
+                }
+                let at = e.b.ins().iadd(dst, c);
+                let arena = e.arena;
+                e.store(r, arena, at, 0);
+            });
+        });
+    }
+}

@@ -1,0 +1,150 @@
+//! Code generation: every node of the graph becomes one Cranelift function, with every shape,
+//! stride, padding and offset a constant.
+//!
+//! - `layout.rs` where each tensor lives in the arena (channels-last);
+//! - `emit.rs` helpers for writing kernels;
+//! - `kernels/` one file per kernel family, each packing its weights in the order it reads them.
+//!
+//! [`compile`] returns an [`Executable`](crate::runtime::executor::Executable): the finalized
+//! functions in execution order, the packed weights and the arena size.
+
+pub mod emit;
+pub mod kernels;
+pub mod layout;
+
+use crate::diag::Diagnostic;
+use crate::ir::Graph;
+use crate::runtime::executor::{Executable, KernelFn, Step};
+use crate::runtime::{errors, Weights};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Linkage, Module};
+use emit::Emit;
+
+/// Options of code generation.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Keep the Cranelift IR text of every kernel (for `netc clif`).
+    pub keep_clif: bool,
+}
+
+extern "C" fn host_expf(x: f32) -> f32 {
+    x.exp()
+}
+
+fn module() -> Result<JITModule, String> {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+    flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+    flags
+        .set("use_colocated_libcalls", "false")
+        .map_err(|e| e.to_string())?;
+    flags
+        .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
+        .map_err(|e| e.to_string())?;
+    let isa = cranelift_native::builder()?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| e.to_string())?;
+    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+    builder.symbol("netc_expf", host_expf as *const u8);
+    Ok(JITModule::new(builder))
+}
+
+/// Generates and finalizes the code of every node of `graph`, with `weights` packed in.
+pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Executable, Diagnostic> {
+    weights.check(graph, "the weights")?;
+    let fail = |what: &str, e: String| errors::internal(&format!("{what}: {e}"));
+    let mut module = module().map_err(|e| fail("cannot set up the JIT", e))?;
+    let plan = layout::plan(graph);
+    let mut pack = kernels::Packer::default();
+    let ptr = module.target_config().pointer_type();
+    let mut sig = module.make_signature();
+    for ty in [ptr, ptr, types::I64, types::I64] {
+        sig.params.push(AbiParam::new(ty));
+    }
+    let mut exp_sig = module.make_signature();
+    exp_sig.params.push(AbiParam::new(types::F32));
+    exp_sig.returns.push(AbiParam::new(types::F32));
+    let expf = module
+        .declare_function("netc_expf", Linkage::Import, &exp_sig)
+        .map_err(|e| fail("expf", e.to_string()))?;
+
+    let target = module.target_config();
+    let mut ctx = module.make_context();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut pending = Vec::new();
+    let mut clif = Vec::new();
+    for ix in graph.topo_order().expect("the verifier rejects cycles") {
+        let node = graph.node(ix);
+        let ins: Vec<_> = graph.inputs_of(ix).iter().map(|i| plan.bufs[i]).collect();
+        let Some(kernel) = kernels::lower(node, &ins, plan.bufs[&ix], weights, &mut pack) else {
+            continue;
+        };
+        let id = module
+            .declare_function(&format!("k{}", ix.index()), Linkage::Local, &sig)
+            .map_err(|e| fail(&node.name, e.to_string()))?;
+        ctx.func.signature = sig.clone();
+        ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let expf = module.declare_func_in_func(expf, b.func);
+            let mut e = Emit {
+                b: &mut b,
+                arena: p[0],
+                weights: p[1],
+                expf,
+            };
+            kernel.emit(&mut e, p[2], p[3]);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(target);
+        }
+        if options.keep_clif {
+            clif.push((node.name.clone(), ctx.func.display().to_string()));
+        }
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| fail(&node.name, format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        pending.push((id, node.name.clone(), kernel.items(), kernel.work_per_item()));
+    }
+    module
+        .finalize_definitions()
+        .map_err(|e| fail("finalizing", e.to_string()))?;
+    let steps = pending
+        .into_iter()
+        .map(|(id, name, items, work)| {
+            let code = module.get_finalized_function(id);
+            // SAFETY: the function was declared with exactly this signature above.
+            let f: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
+            Step {
+                name,
+                f,
+                items,
+                work_per_item: work,
+            }
+        })
+        .collect();
+    let input = plan.bufs[&graph.inputs[0]];
+    let outputs = graph
+        .outputs
+        .iter()
+        .map(|o| (plan.bufs[o], graph.node(*o).shape.0.clone()))
+        .collect();
+    Ok(Executable::new(
+        module,
+        steps,
+        pack.data,
+        plan.len,
+        input,
+        graph.node(graph.inputs[0]).shape.0.clone(),
+        outputs,
+        clif,
+    ))
+}
