@@ -11,7 +11,7 @@ use crate::source::Span;
 use crate::syntax::ast::BinOp;
 
 /// Names of the builtin functions.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     "min",
     "max",
     "round",
@@ -24,6 +24,7 @@ pub const NAMES: [&str; 12] = [
     "range",
     "len",
     "error",
+    "lookup",
 ];
 
 /// Names of the builtin constants.
@@ -62,6 +63,7 @@ pub fn params(name: &str) -> Vec<Signature> {
         ],
         "range" => vec![p("start", Type::Int, Required), p("end", Type::Int, Absent)],
         "len" => vec![p("list", Type::List, Required)],
+        "lookup" => vec![p("table", Type::List, Required), p("key", Type::Any, Required)],
         "error" => vec![p("message", Type::Str, Required)],
         _ => unreachable!("not a builtin: {name}"),
     }
@@ -102,7 +104,9 @@ fn round_half_even(f: f64) -> f64 {
 }
 
 pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<Value> {
-    for (v, s) in args.iter().flatten() {
+    // `error`, `len` and `lookup` have typed parameters; the others take numbers.
+    let numeric = !matches!(name, "error" | "len" | "lookup");
+    for (v, s) in args.iter().flatten().filter(|_| numeric) {
         if !matches!(v, Value::Int(_) | Value::Float(_) | Value::Str(_) | Value::List(_)) {
             return Err(errors::wrong_type(
                 *s,
@@ -111,7 +115,7 @@ pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<
                 v,
             ));
         }
-        if matches!(v, Value::Str(_) | Value::List(_)) && !matches!(name, "error" | "len") {
+        if matches!(v, Value::Str(_) | Value::List(_)) {
             return Err(errors::wrong_type(
                 *s,
                 &format!("the argument of `{name}`"),
@@ -181,12 +185,37 @@ pub fn call(name: &str, args: Vec<Option<(Value, Span)>>, span: Span) -> Result<
             Value::List(items) => Value::Int(items.len() as i64),
             _ => unreachable!("argument is coerced to a list"),
         },
+        "lookup" => {
+            let (Value::List(rows), key) = (arg(0).unwrap(), arg(1).unwrap()) else {
+                unreachable!("the table is coerced to a list")
+            };
+            let first = |row: &Value| match row {
+                Value::List(items) => items.first().cloned(),
+                _ => None,
+            };
+            match rows.iter().find(|row| first(row).is_some_and(|f| equal(&f, key))) {
+                Some(row) => row.clone(),
+                None => {
+                    let keys: Vec<String> = rows.iter().filter_map(first).map(|k| k.to_string()).collect();
+                    return Err(errors::not_in_table(args[1].as_ref().unwrap().1, key, &keys));
+                }
+            }
+        }
         "error" => match arg(0).unwrap() {
             Value::Str(m) => return Err(errors::user_error(span, m)),
             _ => unreachable!("argument is coerced to a string"),
         },
         _ => unreachable!("not a builtin: {name}"),
     })
+}
+
+/// Equality as `==` sees it (ints and floats compare by value); values `==` cannot compare are
+/// unequal.
+pub fn equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::List(x), Value::List(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| equal(p, q)),
+        _ => matches!(binary(BinOp::Eq, a, b, Span::default()), Ok(Value::Bool(true))),
+    }
 }
 
 /// Arithmetic and comparison of two scalars (`and`/`or` and tensor `+` are handled by the caller).
@@ -223,6 +252,7 @@ pub fn binary(op: BinOp, a: &Value, b: &Value, span: Span) -> Result<Value> {
                 Gt => Value::Bool(x > y),
                 Ge => Value::Bool(x >= y),
                 And | Or => unreachable!("handled by the caller"),
+                In => return Err(errors::bad_operands(span, op.symbol(), a, b)),
             }
         }
         (Value::Int(_) | Value::Float(_), Value::Int(_) | Value::Float(_)) => {
@@ -242,12 +272,14 @@ pub fn binary(op: BinOp, a: &Value, b: &Value, span: Span) -> Result<Value> {
                 Gt => return Ok(Value::Bool(x > y)),
                 Ge => return Ok(Value::Bool(x >= y)),
                 And | Or => unreachable!("handled by the caller"),
+                In => return Err(errors::bad_operands(span, op.symbol(), a, b)),
             };
             if !r.is_finite() {
                 return Err(errors::arithmetic(span, "the result is not a finite number"));
             }
             Value::Float(r)
         }
+        (_, Value::List(items)) if op == In => Value::Bool(items.iter().any(|item| equal(a, item))),
         (Value::Bool(x), Value::Bool(y)) if matches!(op, Eq | Ne) => Value::Bool((x == y) == (op == Eq)),
         (Value::Str(x), Value::Str(y)) if matches!(op, Eq | Ne) => Value::Bool((x == y) == (op == Eq)),
         _ => return Err(errors::bad_operands(span, op.symbol(), a, b)),
@@ -307,6 +339,38 @@ mod tests {
         );
         assert!(binary(BinOp::FloorDiv, &Value::Int(1), &Value::Int(0), s).is_err());
         assert!(binary(BinOp::Mul, &Value::Int(i64::MAX), &Value::Int(2), s).is_err());
+    }
+
+    #[test]
+    fn membership_compares_by_value() {
+        let s = Span::default();
+        let list = Value::List(vec![Value::Float(0.5), Value::Int(1), Value::Str("same".into())]);
+        assert_eq!(binary(BinOp::In, &Value::Int(1), &list, s), Ok(Value::Bool(true)));
+        assert_eq!(binary(BinOp::In, &Value::Float(1.0), &list, s), Ok(Value::Bool(true)));
+        assert_eq!(binary(BinOp::In, &Value::Float(0.25), &list, s), Ok(Value::Bool(false)));
+        assert_eq!(
+            binary(BinOp::In, &Value::Str("same".into()), &list, s),
+            Ok(Value::Bool(true))
+        );
+        assert!(binary(BinOp::In, &Value::Int(1), &Value::Int(1), s).is_err());
+    }
+
+    #[test]
+    fn lookup_returns_the_first_matching_row() {
+        let table = Value::List(vec![
+            Value::List(vec![Value::Int(1), Value::Int(144)]),
+            Value::List(vec![Value::Int(3), Value::Int(240)]),
+        ]);
+        let span = Span::default();
+        let found = call(
+            "lookup",
+            vec![Some((table.clone(), span)), Some((Value::Int(3), span))],
+            span,
+        )
+        .unwrap();
+        assert_eq!(found, Value::List(vec![Value::Int(3), Value::Int(240)]));
+        let missing = call("lookup", vec![Some((table, span)), Some((Value::Int(5), span))], span).unwrap_err();
+        assert_eq!(missing.code, "E0216");
     }
 
     #[test]

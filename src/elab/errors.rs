@@ -696,3 +696,19 @@ pub fn shape(err: &ShapeError, layer: &str, span: Span, inputs: &[(Span, Shape)]
     }
     d
 }
+
+pub fn assertion_failed(span: Span, message: Option<&str>, hyperparameters: &[String]) -> Diagnostic {
+    let d = Diagnostic::error("E0220", message.unwrap_or("assertion failed").to_string())
+        .with_primary(span, "this condition is false");
+    if hyperparameters.is_empty() {
+        d
+    } else {
+        d.with_note(format!("hyperparameters: {}", hyperparameters.join(", ")))
+    }
+}
+
+pub fn not_in_table(span: Span, key: &Value, keys: &[String]) -> Diagnostic {
+    Diagnostic::error("E0216", format!("no row of the table starts with {key}"))
+        .with_primary(span, "looked up here")
+        .with_note(format!("the rows start with: {}", keys.join(", ")))
+}

@@ -435,6 +435,22 @@ impl<'a> Elab<'a> {
                 };
                 return self.exec_nested(branch, *span);
             }
+            Stmt::Assert { cond, message, span } => {
+                self.step(*span)?;
+                if !self.eval_bool(cond, "the condition of `assert`")? {
+                    let text = match message {
+                        None => None,
+                        Some(m) => match self.eval(m)? {
+                            Value::Str(t) => Some(t),
+                            other => {
+                                return Err(errors::wrong_type(m.span, "the message of `assert`", "a str", &other))
+                            }
+                        },
+                    };
+                    let hyper: Vec<String> = self.graph.hyper.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    return Err(errors::assertion_failed(cond.span, text.as_deref(), &hyper));
+                }
+            }
             Stmt::Return { value, span } => {
                 self.step(*span)?;
                 let v = self.eval(value)?;

@@ -100,6 +100,12 @@ pub enum Stmt {
         otherwise: Vec<Stmt>,
         span: Span,
     },
+    /// `assert cond, message`
+    Assert {
+        cond: Expr,
+        message: Option<Expr>,
+        span: Span,
+    },
     Return {
         value: Expr,
         span: Span,
@@ -116,6 +122,7 @@ pub enum BinOp {
     Le,
     Gt,
     Ge,
+    In,
     Add,
     Sub,
     Mul,
@@ -135,6 +142,7 @@ impl BinOp {
             BinOp::Le => "<=",
             BinOp::Gt => ">",
             BinOp::Ge => ">=",
+            BinOp::In => "in",
             BinOp::Add => "+",
             BinOp::Sub => "-",
             BinOp::Mul => "*",

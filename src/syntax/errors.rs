@@ -13,12 +13,12 @@ fn describe(rule: Rule) -> Option<&'static str> {
         ident => "a name",
         params | param => "a parameter",
         body => "`{`",
-        input_stmt | let_stmt | for_stmt | if_stmt | return_stmt | assign_stmt => "a statement",
+        input_stmt | let_stmt | for_stmt | if_stmt | return_stmt | assert_stmt | assign_stmt => "a statement",
         tuple_pattern => "a tuple of names",
         expr | operation | postfix_expr | float | int | bool | string | call | paren | tuple | list | neg | not => {
             "an expression"
         }
-        pipe | or | and | eq | ne | le | ge | lt | gt | add | sub | floordiv | mul | div | rem => "an operator",
+        pipe | or | and | eq | ne | le | ge | lt | gt | in_op | add | sub | floordiv | mul | div | rem => "an operator",
         kw_if => "`if`",
         kw_else => "`else`",
         kw_as | label => "`as`",
@@ -194,9 +194,9 @@ fn misspelled_keyword(text: &str, pos: usize) -> Option<(&str, &'static str)> {
 }
 
 fn is_keyword(word: &str) -> bool {
-    const KEYWORDS: [&str; 17] = [
-        "include", "const", "fn", "block", "net", "let", "for", "in", "if", "else", "return", "and", "or", "not",
-        "true", "false", "as",
+    const KEYWORDS: [&str; 18] = [
+        "include", "const", "fn", "block", "net", "let", "for", "in", "if", "else", "return", "assert", "and", "or",
+        "not", "true", "false", "as",
     ];
     KEYWORDS.contains(&word)
 }

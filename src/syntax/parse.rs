@@ -161,7 +161,8 @@ fn pratt() -> &'static PrattParser<Rule> {
                 | Op::infix(Rule::lt, Assoc::Left)
                 | Op::infix(Rule::le, Assoc::Left)
                 | Op::infix(Rule::gt, Assoc::Left)
-                | Op::infix(Rule::ge, Assoc::Left))
+                | Op::infix(Rule::ge, Assoc::Left)
+                | Op::infix(Rule::in_op, Assoc::Left))
             .op(Op::infix(Rule::add, Assoc::Left) | Op::infix(Rule::sub, Assoc::Left))
             .op(Op::infix(Rule::mul, Assoc::Left)
                 | Op::infix(Rule::div, Assoc::Left)
@@ -412,6 +413,11 @@ impl Builder {
                     span,
                 }
             }
+            Rule::assert_stmt => {
+                let cond = self.expr(it.next().unwrap())?;
+                let message = it.next().map(|q| self.expr(q)).transpose()?;
+                Stmt::Assert { cond, message, span }
+            }
             Rule::return_stmt => Stmt::Return {
                 value: self.expr(it.next().unwrap())?,
                 span,
@@ -481,6 +487,7 @@ impl Builder {
                     Rule::le => BinOp::Le,
                     Rule::gt => BinOp::Gt,
                     Rule::ge => BinOp::Ge,
+                    Rule::in_op => BinOp::In,
                     Rule::add => BinOp::Add,
                     Rule::sub => BinOp::Sub,
                     Rule::mul => BinOp::Mul,
