@@ -5,12 +5,15 @@
 //! weights in the order that family reads them, and bakes every shape, stride and offset in.
 
 pub mod conv;
+pub mod depthwise;
+pub mod direct;
 pub mod eltwise;
+pub mod gemm;
 pub mod pool;
 
 use super::emit::Emit;
 use super::layout::Buf;
-use crate::ir::op::Op;
+use crate::ir::op::{Hw, Op, Pad};
 use crate::ir::Node;
 use crate::runtime::Weights;
 use cranelift_codegen::ir::Value;
@@ -56,8 +59,17 @@ pub fn lower(node: &Node, ins: &[Buf], out: Buf, weights: &Weights, pack: &mut P
     Some(match &node.op {
         Op::Input | Op::Dropout { .. } => return None,
         Op::Flatten if ins[0].h * ins[0].w == 1 => return None,
+        Op::Conv(c) if c.groups == ins[0].c && c.out_channels == c.groups => {
+            depthwise::lower(node, c, ins[0], out, weights, pack)
+        }
+        Op::Conv(c) if c.groups == 1 && !(c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default()) => {
+            direct::lower(node, c, ins[0], out, weights, pack)
+        }
+        Op::Conv(c) if c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default() => {
+            gemm::lower_conv(node, c, ins[0], out, weights, pack)
+        }
         Op::Conv(c) => conv::lower(node, c, ins[0], out, weights, pack),
-        Op::Dense { bias, .. } => conv::lower_dense(node, *bias, ins[0], out, weights, pack),
+        Op::Dense { bias, .. } => gemm::lower_dense(node, *bias, ins[0], out, weights, pack),
         Op::Pool(p) => pool::lower(p, ins[0], out),
         Op::GlobalPool(kind) => pool::lower_global(*kind, ins[0], out),
         Op::BatchNorm { eps } => eltwise::lower_batchnorm(node, *eps, ins[0], out, weights, pack),
