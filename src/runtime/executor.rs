@@ -86,8 +86,16 @@ impl SpinBarrier {
             self.count.store(0, Ordering::Relaxed);
             self.generation.fetch_add(1, Ordering::AcqRel);
         } else {
+            // Spin briefly (steps are short), then yield so that an oversubscribed machine
+            // still makes progress.
+            let mut spins = 0u32;
             while self.generation.load(Ordering::Acquire) == generation {
-                std::hint::spin_loop();
+                if spins < 4096 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
         }
     }
