@@ -87,6 +87,8 @@ enum Command {
     },
     /// Run the network on an image, a .npy tensor or a seeded random input.
     Run(RunArgs),
+    /// Time the generated code: compile time, latency over repeated runs, optional per-node profile.
+    Bench(BenchArgs),
     /// Print the Cranelift IR of the generated kernels.
     Clif {
         #[command(flatten)]
@@ -157,6 +159,131 @@ struct RunArgs {
     /// Image standard deviation per channel, R,G,B (overrides the preset).
     #[arg(long, value_name = "R,G,B")]
     std: Option<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Threads of the JIT engine (default: the available cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
+    /// Timed runs.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    runs: u32,
+    /// Untimed runs before the timed ones.
+    #[arg(long, default_value_t = 5)]
+    warmup: u32,
+    /// Seed of the initialization and of the random input.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also time every node's kernel (one thread, median over the runs).
+    #[arg(long)]
+    profile: bool,
+    /// Peak GFLOP/s that per-node throughput is compared against (default: the measured
+    /// single-core f32x4 FMA peak).
+    #[arg(long, value_name = "X", default_value_t = netc::runtime::bench::PEAK_GFLOPS_F32X4)]
+    peak_gflops: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The `netc bench` table.
+fn bench_table(r: &netc::runtime::bench::Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{}  batch {}", r.net, r.batch);
+    let _ = writeln!(
+        out,
+        "compile:    {:.2} ms  (elaborate {:.2} ms, codegen {:.2} ms; {} kernels)",
+        r.compile_ms, r.elaborate_ms, r.codegen_ms, r.kernels
+    );
+    let _ = writeln!(
+        out,
+        "latency:    median {:.3} ms  p10 {:.3} ms  p90 {:.3} ms  (min {:.3}, max {:.3}; {} runs after {} warmup, threads {})",
+        r.latency.median_ms, r.latency.p10_ms, r.latency.p90_ms, r.latency.min_ms, r.latency.max_ms, r.runs, r.warmup, r.threads
+    );
+    let _ = writeln!(
+        out,
+        "throughput: {:.2} GFLOP/s  ({} MACs)",
+        r.gflops,
+        report::thousands(r.macs)
+    );
+    if let Some(nodes) = &r.nodes {
+        let name_w = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+        let op_w = nodes.iter().map(|n| n.op.len()).max().unwrap_or(2).max(2);
+        let _ = writeln!(
+            out,
+            "\nprofile: each kernel timed alone on one thread, median of {} runs, in execution order; peak {} GFLOP/s",
+            r.runs, r.peak_gflops
+        );
+        let header = format!(
+            "{:name_w$}  {:op_w$}  {:>14}  {:>10}  {:>6}  {:>8}  {:>7}",
+            "node", "op", "MACs", "ms", "share", "GFLOP/s", "% peak"
+        );
+        let _ = writeln!(out, "{header}\n{}", "-".repeat(header.len()));
+        let dash = |v: Option<f64>, prec: usize, unit: &str| v.map_or("-".to_string(), |v| format!("{v:.prec$}{unit}"));
+        for n in nodes {
+            let _ = writeln!(
+                out,
+                "{:name_w$}  {:op_w$}  {:>14}  {:>10.4}  {:>5.1}%  {:>8}  {:>7}",
+                n.name,
+                n.op,
+                report::thousands(n.macs),
+                n.median_ms,
+                n.share_pct,
+                dash(n.gflops, 2, ""),
+                dash(n.peak_pct, 1, "%"),
+            );
+        }
+        let total = r.profile_total_ms.unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "{}\ntotal {:.3} ms, {:.2} GFLOP/s on one thread",
+            "-".repeat(header.len()),
+            total,
+            netc::runtime::bench::gflops(r.macs, total / 1e3)
+        );
+    }
+    out
+}
+
+fn bench_network(args: &BenchArgs) -> ExitCode {
+    use netc::runtime::bench;
+    let mut prepared = match bench::prepare(|| compile(&args.common, None), args.seed) {
+        Ok(p) => p,
+        Err(bench::PrepareError::Elaborate(code)) => return code,
+        Err(bench::PrepareError::Codegen(d)) => return fail(d),
+    };
+    if !(args.peak_gflops.is_finite() && args.peak_gflops > 0.0) {
+        eprintln!("error: --peak-gflops must be a positive number");
+        return ExitCode::FAILURE;
+    }
+    let config = bench::Config {
+        threads: args.threads.map_or_else(default_threads, |t| t as usize),
+        runs: args.runs as usize,
+        warmup: args.warmup as usize,
+        seed: args.seed,
+        profile: args.profile,
+        peak_gflops: args.peak_gflops,
+    };
+    let report = match bench::run(&mut prepared, &config) {
+        Ok(r) => r,
+        Err(d) => return fail(d),
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => outln!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        out!("{}", bench_table(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 /// Prints a diagnostic that points at no source.
@@ -390,6 +517,7 @@ fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run_network(&args),
+        Command::Bench(args) => bench_network(&args),
         Command::Clif { common, node } => match compile(&common, None) {
             Ok(c) => {
                 let options = netc::codegen::Options { keep_clif: true };

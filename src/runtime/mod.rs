@@ -4,8 +4,10 @@
 //! - `weights.rs` the named tensors of every node, seeded initialization, safetensors files;
 //! - `input.rs` images, `.npy` files, random inputs, top-K;
 //! - `reference.rs` the slow, obviously correct interpreter that is the numerics oracle;
+//! - `bench.rs` compile time, latency statistics and per-node profiles of the generated code;
 //! - `errors.rs` the diagnostics of all of the above.
 
+pub mod bench;
 pub mod errors;
 pub mod executor;
 pub mod input;
