@@ -13,7 +13,7 @@
 //! Weights are packed `[Cout / 8 rounded up][kh][kw][Cin][8]`, zero padded, so the last, partial
 //! block computes its padded lanes from zeros and stores only the real ones.
 
-use super::depthwise::{
+use super::window::{
     barrier, finish, interior, mem, opaque_false, pixel_row, row_pointers, Epilogue, MAX_BORDER_COLUMNS,
 };
 use super::{conv, tensor, Kernel, Packer};

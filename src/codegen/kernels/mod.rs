@@ -10,6 +10,7 @@ pub mod direct;
 pub mod eltwise;
 pub mod gemm;
 pub mod pool;
+pub mod window;
 
 use super::emit::Emit;
 use super::layout::Buf;
