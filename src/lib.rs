@@ -23,6 +23,9 @@ use std::path::Path;
 
 pub use elab::Options;
 
+/// Largest total size of a network's weights, in bytes of f32.
+pub const MAX_WEIGHT_BYTES: u64 = 4 << 30;
+
 /// A compiled network: its IR and the sources it came from.
 #[derive(Clone, Debug)]
 pub struct Compiled {
@@ -98,6 +101,17 @@ pub fn compile_source(
     let result = (|| {
         let program = load::load(&mut sources, name, text.to_string(), dir)?;
         let mut graph = elab::elaborate(&program.files, Span::new(0, 0, 0), options)?;
+        let weight_bytes: u64 = runtime::weights::expected(&graph)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>() as u64 * 4)
+            .sum();
+        if weight_bytes > MAX_WEIGHT_BYTES {
+            return Err(elab::errors::weights_too_large(
+                &graph.name,
+                weight_bytes,
+                MAX_WEIGHT_BYTES,
+            ));
+        }
         passes::run(&mut graph, after).map_err(internal)?;
         Ok(graph)
     })();

@@ -1153,12 +1153,18 @@ fn long_labels_from_interpolation() {
 }
 
 #[test]
-fn cost_totals_do_not_overflow() {
-    // Each conv has about 2^56 MACs; 300 of them overflow a u64 sum.
+fn huge_weight_totals_are_refused() {
+    // Each conv has a 1 GiB weight and about 2^56 MACs; 300 of them would overflow a u64 sum of
+    // MACs, but their weights exceed the limit on a network's weights first. (Under that limit
+    // the MACs of a network stay below 2^58.)
     let text = "net n {\n    input x: [1, 16384, 16384]\n    for i in range(300) {\n        let y = x |> conv(1, 16384, pad = 8191, bias = false)\n    }\n    return x\n}\n";
-    let compiled = compile(text).map_err(|f| f.render()).unwrap();
+    assert_code(text, "E0310");
+    // Three of them are within the limit, and their cost totals add up.
+    let compiled = compile(&text.replace("range(300)", "range(3)"))
+        .map_err(|f| f.render())
+        .unwrap();
     let totals = netc::passes::cost::totals(&compiled.graph);
-    assert_eq!(totals.macs, u64::MAX);
+    assert_eq!(totals.macs, 3 * 16383 * 16383 * 16384 * 16384);
     let _ = netc::report::table(&compiled.graph);
 }
 

@@ -340,3 +340,21 @@ fn top_k_applies_softmax_and_ranks() {
     let sum: f32 = input::top_k(&t, 0, 4, false).iter().map(|p| p.1).sum();
     assert!((sum - 1.0).abs() < 1e-6);
 }
+
+#[test]
+fn activation_memory_beyond_the_limit_is_an_error() {
+    let options = netc::Options {
+        overrides: vec![],
+        batch: 160,
+    };
+    let c = netc::compile_file(Path::new("nets/mobilenet_v2.net"), &options, None).unwrap();
+    let Err(d) = c.compile_jit(&c.init_weights(0), &netc::codegen::Options::default()) else {
+        panic!("a 12 GB arena must be refused");
+    };
+    assert_eq!(d.code, "E0511");
+    assert!(
+        d.message.contains("bytes of activation memory at batch 160"),
+        "{}",
+        d.message
+    );
+}

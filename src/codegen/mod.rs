@@ -52,12 +52,38 @@ fn module() -> Result<JITModule, String> {
     Ok(JITModule::new(builder))
 }
 
+/// Largest activation arena the JIT allocates, in bytes.
+pub const MAX_ARENA_BYTES: usize = 8 << 30;
+
+/// The zeroed arena, or a diagnostic if it is too large or cannot be allocated.
+fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
+    let bytes = len.saturating_mul(4);
+    let too_large = |why: &str| {
+        Diagnostic::error(
+            "E0511",
+            format!("the network needs {bytes} bytes of activation memory at batch {batch}"),
+        )
+        .with_note(why.to_string())
+        .with_help("use a smaller --batch or a lower resolution")
+    };
+    if bytes > MAX_ARENA_BYTES {
+        return Err(too_large(&format!("the limit is {MAX_ARENA_BYTES} bytes")));
+    }
+    let mut arena = Vec::new();
+    arena
+        .try_reserve_exact(len)
+        .map_err(|_| too_large("the memory cannot be allocated"))?;
+    arena.resize(len, 0.0);
+    Ok(arena)
+}
+
 /// Generates and finalizes the code of every node of `graph`, with `weights` packed in.
 pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Executable, Diagnostic> {
     weights.check(graph, "the weights")?;
     let fail = |what: &str, e: String| errors::internal(&format!("{what}: {e}"));
     let mut module = module().map_err(|e| fail("cannot set up the JIT", e))?;
     let plan = layout::plan(graph);
+    let arena = allocate_arena(plan.len, graph.node(graph.inputs[0]).shape.0[0])?;
     let mut pack = kernels::Packer::default();
     let ptr = module.target_config().pointer_type();
     let mut sig = module.make_signature();
@@ -141,7 +167,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
         module,
         steps,
         pack.data,
-        plan.len,
+        arena,
         input,
         graph.node(graph.inputs[0]).shape.0.clone(),
         outputs,

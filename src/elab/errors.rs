@@ -712,3 +712,9 @@ pub fn not_in_table(span: Span, key: &Value, keys: &[String]) -> Diagnostic {
         .with_primary(span, "looked up here")
         .with_note(format!("the rows start with: {}", keys.join(", ")))
 }
+
+pub fn weights_too_large(net: &str, bytes: u64, limit: u64) -> Diagnostic {
+    Diagnostic::error("E0310", format!("the weights of `{net}` take {bytes} bytes"))
+        .with_note(format!("the limit is {limit} bytes for all of a network's weights"))
+        .with_help("use fewer or narrower layers")
+}
