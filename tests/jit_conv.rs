@@ -2,12 +2,6 @@
 //! random layer configurations; and their epilogue (residual add, activation) on kernels built
 //! directly.
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
-use netc::codegen::emit::Emit;
 use netc::codegen::kernels::depthwise::Depthwise;
 use netc::codegen::kernels::direct::Direct;
 use netc::codegen::kernels::window::Epilogue;
@@ -203,61 +197,6 @@ fn seed_shapes_match_reference() {
     }
 }
 
-/// Compiles one kernel into a function `fn(arena, weights, begin, end)`.
-fn jit(kernel: &dyn Kernel) -> (JITModule, unsafe extern "C" fn(*mut f32, *const f32, i64, i64)) {
-    extern "C" fn expf(x: f32) -> f32 {
-        x.exp()
-    }
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    flags.set("is_pic", "false").unwrap();
-    let isa = cranelift_native::builder()
-        .unwrap()
-        .finish(settings::Flags::new(flags))
-        .unwrap();
-    let mut jb = JITBuilder::with_isa(isa, default_libcall_names());
-    jb.symbol("netc_expf", expf as *const u8);
-    let mut module = JITModule::new(jb);
-    let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    for ty in [ptr, ptr, types::I64, types::I64] {
-        sig.params.push(AbiParam::new(ty));
-    }
-    let mut exp_sig = module.make_signature();
-    exp_sig.params.push(AbiParam::new(types::F32));
-    exp_sig.returns.push(AbiParam::new(types::F32));
-    let exp_id = module.declare_function("netc_expf", Linkage::Import, &exp_sig).unwrap();
-    let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let expf = module.declare_func_in_func(exp_id, b.func);
-        let mut e = Emit {
-            b: &mut b,
-            arena: p[0],
-            weights: p[1],
-            expf,
-        };
-        kernel.emit(&mut e, p[2], p[3]);
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
-    }
-    module.define_function(id, &mut ctx).unwrap();
-    module.finalize_definitions().unwrap();
-    let code = module.get_finalized_function(id);
-    // SAFETY: the function was declared with this signature.
-    let f = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*mut f32, *const f32, i64, i64)>(code) };
-    (module, f)
-}
-
 fn act(a: Option<Activation>, v: f32) -> f32 {
     match a {
         None => v,
@@ -299,7 +238,7 @@ fn check_epilogue(build: impl Fn(Epilogue, &mut Packer) -> Box<dyn Kernel>, out:
             .collect::<Vec<f32>>();
         let run = |k: &dyn Kernel| {
             let mut arena = src.clone();
-            let (module, f) = jit(k);
+            let (module, f) = netc::codegen::compile_kernel(k).unwrap();
             // SAFETY: the arena holds every buffer the kernel was built for.
             unsafe { f(arena.as_mut_ptr(), pack.data.as_ptr(), 0, k.items() as i64) };
             // SAFETY: nothing calls the code afterwards.

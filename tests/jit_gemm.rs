@@ -3,12 +3,6 @@
 //! against a plain Rust computation. Tolerance: `max |jit - ref| / max(1, max |ref|) <= 1e-4`;
 //! results must not depend on the thread count or on how the items are split.
 
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
-use cranelift_codegen::settings::{self, Configurable};
-use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
-use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
-use netc::codegen::emit::Emit;
 use netc::codegen::kernels::gemm::Gemm;
 use netc::codegen::kernels::{Kernel, Packer};
 use netc::codegen::layout::Buf;
@@ -104,66 +98,6 @@ fn chained_1x1_convs_and_a_classifier() {
     );
 }
 
-type KernelFn = unsafe extern "C" fn(*mut f32, *const f32, i64, i64);
-
-extern "C" fn host_expf(x: f32) -> f32 {
-    x.exp()
-}
-
-/// JIT-compiles one kernel with the same settings as the code generator.
-fn jit(kernel: &dyn Kernel) -> (JITModule, KernelFn) {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").unwrap();
-    flags.set("is_pic", "false").unwrap();
-    flags.set("use_colocated_libcalls", "false").unwrap();
-    let isa = cranelift_native::builder()
-        .unwrap()
-        .finish(settings::Flags::new(flags))
-        .unwrap();
-    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-    builder.symbol("netc_expf", host_expf as *const u8);
-    let mut module = JITModule::new(builder);
-    let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    for ty in [ptr, ptr, types::I64, types::I64] {
-        sig.params.push(AbiParam::new(ty));
-    }
-    let mut exp_sig = module.make_signature();
-    exp_sig.params.push(AbiParam::new(types::F32));
-    exp_sig.returns.push(AbiParam::new(types::F32));
-    let expf = module.declare_function("netc_expf", Linkage::Import, &exp_sig).unwrap();
-    let id = module.declare_function("k", Linkage::Local, &sig).unwrap();
-    let mut ctx = module.make_context();
-    ctx.func.signature = sig;
-    ctx.func.name = UserFuncName::user(0, id.as_u32());
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        let p = b.block_params(entry).to_vec();
-        let expf = module.declare_func_in_func(expf, b.func);
-        let mut e = Emit {
-            b: &mut b,
-            arena: p[0],
-            weights: p[1],
-            expf,
-        };
-        kernel.emit(&mut e, p[2], p[3]);
-        b.ins().return_(&[]);
-        b.seal_all_blocks();
-        b.finalize(module.target_config());
-    }
-    module.define_function(id, &mut ctx).unwrap();
-    module.clear_context(&mut ctx);
-    module.finalize_definitions().unwrap();
-    let code = module.get_finalized_function(id);
-    // SAFETY: declared with exactly this signature.
-    let f = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-    (module, f)
-}
-
 fn values(len: usize, seed: u64) -> Vec<f32> {
     input::random(&[len], seed).data
 }
@@ -226,7 +160,7 @@ fn check_epilogue(m: usize, k: usize, n: usize, groups: usize, act: Option<Activ
         act,
         &mut pack,
     );
-    let (module, f) = jit(&gemm);
+    let (module, f) = netc::codegen::compile_kernel(&gemm).unwrap();
     let arena0: Vec<f32> = values(len, 3).iter().map(|v| v * 3.0).collect();
     let mut expected = arena0.clone();
     for p in 0..m {

@@ -16,12 +16,13 @@ use crate::diag::Diagnostic;
 use crate::ir::Graph;
 use crate::runtime::executor::{Executable, KernelFn, Step};
 use crate::runtime::{errors, Weights};
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, UserFuncName};
+use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Linkage, Module};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use emit::Emit;
+use kernels::Kernel;
 
 /// Options of code generation.
 #[derive(Clone, Debug, Default)]
@@ -34,22 +35,116 @@ extern "C" fn host_expf(x: f32) -> f32 {
     x.exp()
 }
 
-fn module() -> Result<JITModule, String> {
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
-    flags.set("is_pic", "false").map_err(|e| e.to_string())?;
-    flags
-        .set("use_colocated_libcalls", "false")
-        .map_err(|e| e.to_string())?;
-    flags
-        .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
-        .map_err(|e| e.to_string())?;
-    let isa = cranelift_native::builder()?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| e.to_string())?;
-    let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-    builder.symbol("netc_expf", host_expf as *const u8);
-    Ok(JITModule::new(builder))
+/// A JIT module set up for kernels: host ISA flags, the kernel signature
+/// `fn(arena, weights, begin, end)`, and the host functions kernels call.
+pub struct KernelModule {
+    module: JITModule,
+    sig: Signature,
+    expf: FuncId,
+    ctx: cranelift_codegen::Context,
+    fctx: FunctionBuilderContext,
+}
+
+impl KernelModule {
+    pub fn new() -> Result<KernelModule, String> {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+        flags
+            .set("use_colocated_libcalls", "false")
+            .map_err(|e| e.to_string())?;
+        flags
+            .set("enable_verifier", if cfg!(debug_assertions) { "true" } else { "false" })
+            .map_err(|e| e.to_string())?;
+        let isa = cranelift_native::builder()?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())?;
+        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        builder.symbol("netc_expf", host_expf as *const u8);
+        let mut module = JITModule::new(builder);
+        let ptr = module.target_config().pointer_type();
+        let mut sig = module.make_signature();
+        for ty in [ptr, ptr, types::I64, types::I64] {
+            sig.params.push(AbiParam::new(ty));
+        }
+        let mut exp_sig = module.make_signature();
+        exp_sig.params.push(AbiParam::new(types::F32));
+        exp_sig.returns.push(AbiParam::new(types::F32));
+        let expf = module
+            .declare_function("netc_expf", Linkage::Import, &exp_sig)
+            .map_err(|e| e.to_string())?;
+        let ctx = module.make_context();
+        Ok(KernelModule {
+            module,
+            sig,
+            expf,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+        })
+    }
+
+    /// Generates the function of one kernel; with `keep_clif`, also returns its Cranelift IR.
+    pub fn define(
+        &mut self,
+        name: &str,
+        kernel: &dyn Kernel,
+        keep_clif: bool,
+    ) -> Result<(FuncId, Option<String>), String> {
+        let id = self
+            .module
+            .declare_function(name, Linkage::Local, &self.sig)
+            .map_err(|e| e.to_string())?;
+        let target = self.module.target_config();
+        self.ctx.func.signature = self.sig.clone();
+        self.ctx.func.name = UserFuncName::user(0, id.as_u32());
+        {
+            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            let p = b.block_params(entry).to_vec();
+            let expf = self.module.declare_func_in_func(self.expf, b.func);
+            let mut e = Emit {
+                b: &mut b,
+                arena: p[0],
+                weights: p[1],
+                expf,
+            };
+            kernel.emit(&mut e, p[2], p[3]);
+            b.ins().return_(&[]);
+            b.seal_all_blocks();
+            b.finalize(target);
+        }
+        let clif = keep_clif.then(|| self.ctx.func.display().to_string());
+        self.module
+            .define_function(id, &mut self.ctx)
+            .map_err(|e| format!("{e:?}"))?;
+        self.module.clear_context(&mut self.ctx);
+        Ok((id, clif))
+    }
+
+    /// Makes every defined function executable; returns the module (which owns the code) and
+    /// the entry point of each of `ids`.
+    pub fn finish(mut self, ids: &[FuncId]) -> Result<(JITModule, Vec<KernelFn>), String> {
+        self.module.finalize_definitions().map_err(|e| e.to_string())?;
+        let fns = ids
+            .iter()
+            .map(|&id| {
+                let code = self.module.get_finalized_function(id);
+                // SAFETY: every function was declared with the kernel signature.
+                unsafe { std::mem::transmute::<*const u8, KernelFn>(code) }
+            })
+            .collect();
+        Ok((self.module, fns))
+    }
+}
+
+/// Generates one kernel on its own (for tests of a kernel family).
+pub fn compile_kernel(kernel: &dyn Kernel) -> Result<(JITModule, KernelFn), String> {
+    let mut m = KernelModule::new()?;
+    let (id, _) = m.define("kernel", kernel, false)?;
+    let (module, fns) = m.finish(&[id])?;
+    Ok((module, fns[0]))
 }
 
 /// Largest activation arena the JIT allocates, in bytes.
@@ -81,25 +176,10 @@ fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
 pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Executable, Diagnostic> {
     weights.check(graph, "the weights")?;
     let fail = |what: &str, e: String| errors::internal(&format!("{what}: {e}"));
-    let mut module = module().map_err(|e| fail("cannot set up the JIT", e))?;
+    let mut module = KernelModule::new().map_err(|e| fail("cannot set up the JIT", e))?;
     let plan = layout::plan(graph);
     let arena = allocate_arena(plan.len, graph.node(graph.inputs[0]).shape.0[0])?;
     let mut pack = kernels::Packer::default();
-    let ptr = module.target_config().pointer_type();
-    let mut sig = module.make_signature();
-    for ty in [ptr, ptr, types::I64, types::I64] {
-        sig.params.push(AbiParam::new(ty));
-    }
-    let mut exp_sig = module.make_signature();
-    exp_sig.params.push(AbiParam::new(types::F32));
-    exp_sig.returns.push(AbiParam::new(types::F32));
-    let expf = module
-        .declare_function("netc_expf", Linkage::Import, &exp_sig)
-        .map_err(|e| fail("expf", e.to_string()))?;
-
-    let target = module.target_config();
-    let mut ctx = module.make_context();
-    let mut fctx = FunctionBuilderContext::new();
     let mut pending = Vec::new();
     let mut clif = Vec::new();
     for ix in graph.topo_order().expect("the verifier rejects cycles") {
@@ -108,53 +188,22 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
         let Some(kernel) = kernels::lower(node, &ins, plan.bufs[&ix], weights, &mut pack) else {
             continue;
         };
-        let id = module
-            .declare_function(&format!("k{}", ix.index()), Linkage::Local, &sig)
-            .map_err(|e| fail(&node.name, e.to_string()))?;
-        ctx.func.signature = sig.clone();
-        ctx.func.name = UserFuncName::user(0, id.as_u32());
-        {
-            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            let p = b.block_params(entry).to_vec();
-            let expf = module.declare_func_in_func(expf, b.func);
-            let mut e = Emit {
-                b: &mut b,
-                arena: p[0],
-                weights: p[1],
-                expf,
-            };
-            kernel.emit(&mut e, p[2], p[3]);
-            b.ins().return_(&[]);
-            b.seal_all_blocks();
-            b.finalize(target);
-        }
-        if options.keep_clif {
-            clif.push((node.name.clone(), ctx.func.display().to_string()));
-        }
-        module
-            .define_function(id, &mut ctx)
-            .map_err(|e| fail(&node.name, format!("{e:?}")))?;
-        module.clear_context(&mut ctx);
+        let (id, text) = module
+            .define(&format!("k{}", ix.index()), kernel.as_ref(), options.keep_clif)
+            .map_err(|e| fail(&node.name, e))?;
+        clif.extend(text.map(|t| (node.name.clone(), t)));
         pending.push((id, node.name.clone(), kernel.items(), kernel.work_per_item()));
     }
-    module
-        .finalize_definitions()
-        .map_err(|e| fail("finalizing", e.to_string()))?;
+    let ids: Vec<FuncId> = pending.iter().map(|p| p.0).collect();
+    let (module, fns) = module.finish(&ids).map_err(|e| fail("finalizing", e))?;
     let steps = pending
         .into_iter()
-        .map(|(id, name, items, work)| {
-            let code = module.get_finalized_function(id);
-            // SAFETY: the function was declared with exactly this signature above.
-            let f: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(code) };
-            Step {
-                name,
-                f,
-                items,
-                work_per_item: work,
-            }
+        .zip(fns)
+        .map(|((_, name, items, work_per_item), f)| Step {
+            name,
+            f,
+            items,
+            work_per_item,
         })
         .collect();
     let input = plan.bufs[&graph.inputs[0]];
