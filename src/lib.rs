@@ -30,7 +30,12 @@ pub const MAX_WEIGHT_BYTES: u64 = 4 << 30;
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub sources: SourceMap,
+    /// The network as written, with shapes and costs: what the reference interpreter runs and
+    /// the weights are checked against.
     pub graph: Graph,
+    /// The graph after the optimization passes (up to the requested one); `None` when
+    /// compilation stopped before them.
+    pub optimized: Option<Graph>,
 }
 
 fn internal(message: String) -> Diagnostic {
@@ -69,13 +74,32 @@ impl Compiled {
         runtime::reference::run(&self.graph, weights, std::slice::from_ref(input))
     }
 
-    /// Generates native code for the network with `weights` packed in.
+    /// The graph as far as compilation went: the optimized one if the optimizations ran.
+    pub fn latest(&self) -> &Graph {
+        self.optimized.as_ref().unwrap_or(&self.graph)
+    }
+
+    /// The fully optimized and planned graph (running the remaining passes if compilation
+    /// stopped early).
+    pub fn planned(&self) -> Result<std::borrow::Cow<'_, Graph>, Diagnostic> {
+        match &self.optimized {
+            Some(g) if g.arena.is_some() => Ok(std::borrow::Cow::Borrowed(g)),
+            _ => {
+                let mut g = self.graph.clone();
+                passes::run_range(&mut g, passes::ANALYSES, passes::PIPELINE.len(), None).map_err(internal)?;
+                Ok(std::borrow::Cow::Owned(g))
+            }
+        }
+    }
+
+    /// Generates native code for the optimized network with `weights` packed in.
     pub fn compile_jit(
         &self,
         weights: &runtime::Weights,
         options: &codegen::Options,
     ) -> Result<runtime::executor::Executable, Diagnostic> {
-        codegen::compile(&self.graph, weights, options)
+        weights.check(&self.graph, "the weights")?;
+        codegen::compile(self.planned()?.as_ref(), weights, options)
     }
 
     /// Whether the network's first output already is a probability distribution (ends in softmax).
@@ -112,11 +136,24 @@ pub fn compile_source(
                 MAX_WEIGHT_BYTES,
             ));
         }
-        passes::run(&mut graph, after).map_err(internal)?;
-        Ok(graph)
+        let optimize = after.is_none_or(passes::is_optimization);
+        let analyses = passes::PIPELINE[passes::ANALYSES - 1].name();
+        passes::run(&mut graph, if optimize { Some(analyses) } else { after }).map_err(internal)?;
+        let optimized = if optimize {
+            let mut o = graph.clone();
+            passes::run_range(&mut o, passes::ANALYSES, passes::PIPELINE.len(), after).map_err(internal)?;
+            Some(o)
+        } else {
+            None
+        };
+        Ok((graph, optimized))
     })();
     match result {
-        Ok(graph) => Ok(Compiled { sources, graph }),
+        Ok((graph, optimized)) => Ok(Compiled {
+            sources,
+            graph,
+            optimized,
+        }),
         Err(d) => Err(Failure {
             sources,
             diagnostics: vec![d],

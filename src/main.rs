@@ -458,8 +458,15 @@ fn run(cli: Cli) -> ExitCode {
         },
         Command::Stats { common, json } => match compile(&common, None) {
             Ok(c) => {
+                let planned = match c.planned() {
+                    Ok(g) => g,
+                    Err(d) => {
+                        diag::emit_stderr(&c.sources, &[d]);
+                        return ExitCode::FAILURE;
+                    }
+                };
                 if json {
-                    match serde_json::to_string_pretty(&report::stats(&c.graph)) {
+                    match serde_json::to_string_pretty(&report::stats(&c.graph, &planned)) {
                         Ok(s) => outln!("{s}"),
                         Err(e) => {
                             eprintln!("error: {e}");
@@ -467,7 +474,7 @@ fn run(cli: Cli) -> ExitCode {
                         }
                     }
                 } else {
-                    out!("{}", report::table(&c.graph));
+                    out!("{}", report::table(&c.graph, &planned));
                 }
                 ExitCode::SUCCESS
             }
@@ -483,7 +490,7 @@ fn run(cli: Cli) -> ExitCode {
             }
             match compile(&common, after.as_deref()) {
                 Ok(c) => {
-                    out!("{}", ir::print::print(&c.graph));
+                    out!("{}", ir::print::print(c.latest()));
                     ExitCode::SUCCESS
                 }
                 Err(code) => code,

@@ -1,8 +1,10 @@
-//! Reports on a compiled graph: the per-layer cost table of `netc stats` and its JSON form.
+//! Reports on a compiled graph: the per-layer cost table of `netc stats` and its JSON form, with
+//! what the optimized graph runs for each layer and the planned activation memory.
 
-use crate::ir::Graph;
+use crate::ir::{Graph, NodeId, Runs};
 use crate::passes::cost;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 /// `1234567` as `1,234,567`.
@@ -48,6 +50,12 @@ pub struct Layer {
     pub params: u64,
     pub macs: u64,
     pub activation_bytes: u64,
+    /// What runs for the layer after optimization: a kernel family (`gemm`, `depthwise`, ...),
+    /// `view` (no kernel: it reads or writes its input's memory), `input`, `fused` (folded into
+    /// another layer's kernel) or `removed` (dropout, dead code).
+    pub runs: String,
+    /// Whether a kernel runs for the layer.
+    pub kernel: bool,
 }
 
 #[derive(Serialize)]
@@ -57,17 +65,39 @@ pub struct Stats {
     pub params: u64,
     pub macs: u64,
     pub activation_bytes: u64,
+    /// The planned arena: the activation memory the compiled network needs.
+    pub arena_bytes: u64,
     pub layers: Vec<Layer>,
 }
 
-/// Collects the per-layer costs (the cost pass must have run).
-pub fn stats(graph: &Graph) -> Stats {
+/// What the optimized graph runs for the node named `name` of kind `op`.
+fn runs(optimized: &Graph, by_name: &HashMap<&str, NodeId>, name: &str, op: &str) -> (String, bool) {
+    match by_name.get(name).and_then(|&ix| optimized.node(ix).place.as_ref()) {
+        Some(p) => match p.runs {
+            Runs::Input => ("input".into(), false),
+            Runs::View => ("view".into(), false),
+            Runs::Kernel(k) => (k.to_string(), true),
+        },
+        None if matches!(op, "batchnorm" | "add" | "relu" | "relu6" | "leaky_relu") => ("fused".into(), false),
+        None => ("removed".into(), false),
+    }
+}
+
+/// Collects the per-layer costs of `graph` (the cost pass must have run) and what the planned
+/// graph `optimized` runs for each layer.
+pub fn stats(graph: &Graph, optimized: &Graph) -> Stats {
+    let by_name: HashMap<&str, NodeId> = optimized
+        .g
+        .node_indices()
+        .map(|ix| (optimized.node(ix).name.as_str(), ix))
+        .collect();
     let order = graph.topo_order().unwrap_or_else(|| graph.g.node_indices().collect());
     let layers = order
         .iter()
         .map(|&ix| {
             let n = graph.node(ix);
             let c = n.cost.unwrap_or_default();
+            let (runs, kernel) = runs(optimized, &by_name, &n.name, n.op.kind());
             Layer {
                 name: n.name.clone(),
                 op: n.op.kind().to_string(),
@@ -80,6 +110,8 @@ pub fn stats(graph: &Graph) -> Stats {
                 params: c.params,
                 macs: c.macs,
                 activation_bytes: c.activation_bytes,
+                runs,
+                kernel,
             }
         })
         .collect();
@@ -102,15 +134,17 @@ pub fn stats(graph: &Graph) -> Stats {
         params: t.params,
         macs: t.macs,
         activation_bytes: t.activation_bytes,
+        arena_bytes: optimized.arena.unwrap_or(0) as u64 * 4,
         layers,
     }
 }
 
 /// The table `netc stats` prints.
-pub fn table(graph: &Graph) -> String {
-    let s = stats(graph);
+pub fn table(graph: &Graph, optimized: &Graph) -> String {
+    let s = stats(graph, optimized);
     let name_w = s.layers.iter().map(|l| l.name.len()).max().unwrap_or(5).max(5);
     let op_w = s.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+    let runs_w = s.layers.iter().map(|l| l.runs.len()).max().unwrap_or(4).max(4);
     let shape_w = s
         .layers
         .iter()
@@ -122,21 +156,22 @@ pub fn table(graph: &Graph) -> String {
     let hyper: Vec<String> = graph.hyper.iter().map(|(k, v)| format!("{k}={v}")).collect();
     let _ = writeln!(out, "{}({})", s.net, hyper.join(", "));
     let header = format!(
-        "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}",
-        "layer", "op", "output", "params", "MACs", "activations"
+        "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}  {:runs_w$}",
+        "layer", "op", "output", "params", "MACs", "activations", "runs"
     );
     let rule = "-".repeat(header.len());
     let _ = writeln!(out, "{header}\n{rule}");
     for l in &s.layers {
         let _ = writeln!(
             out,
-            "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}",
+            "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}  {:runs_w$}",
             l.name,
             l.op,
             format!("{:?}", l.shape),
             thousands(l.params),
             thousands(l.macs),
-            bytes(l.activation_bytes)
+            bytes(l.activation_bytes),
+            l.runs
         );
     }
     let _ = writeln!(out, "{rule}");
@@ -147,6 +182,12 @@ pub fn table(graph: &Graph) -> String {
         "activations: {:>15}  ({}, the sum of every node's output)",
         thousands(s.activation_bytes),
         bytes(s.activation_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "arena:       {:>15}  ({}, planned activation memory)",
+        thousands(s.arena_bytes),
+        bytes(s.arena_bytes)
     );
     out
 }

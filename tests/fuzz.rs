@@ -34,8 +34,9 @@ fn compile_with(text: &str, overrides: Vec<(String, String)>, batch: usize) -> R
         }
         // Everything the command line prints about a compiled network must not panic either.
         Ok(compiled) if compiled.graph.node_count() <= 2_000 => {
-            let _ = netc::report::table(&compiled.graph);
-            let _ = serde_json::to_string(&netc::report::stats(&compiled.graph));
+            let planned = compiled.planned().unwrap();
+            let _ = netc::report::table(&compiled.graph, &planned);
+            let _ = serde_json::to_string(&netc::report::stats(&compiled.graph, &planned));
             let _ = netc::ir::print::print(&compiled.graph);
             let _ = netc::ir::dot::dot(&compiled.graph);
         }
@@ -1165,7 +1166,7 @@ fn huge_weight_totals_are_refused() {
         .unwrap();
     let totals = netc::passes::cost::totals(&compiled.graph);
     assert_eq!(totals.macs, 3 * 16383 * 16383 * 16384 * 16384);
-    let _ = netc::report::table(&compiled.graph);
+    let _ = netc::report::table(&compiled.graph, &compiled.planned().unwrap());
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! The matrix-multiply kernel (1x1 convolutions, grouped or not, and dense layers) against the
-//! reference interpreter on random shapes, and its fused epilogue (bias, residual, activation)
-//! against a plain Rust computation. Tolerance: `max |jit - ref| / max(1, max |ref|) <= 1e-4`;
-//! results must not depend on the thread count or on how the items are split.
+//! reference interpreter on random shapes, and its fused epilogue (bias, residual, activation,
+//! affine) and channel slots against a plain Rust computation. Tolerance:
+//! `max |jit - ref| / max(1, max |ref|) <= 1e-4`; elements outside the output's slots must be
+//! left untouched; results must not depend on the thread count or on how the items are split.
 
-use netc::codegen::kernels::gemm::Gemm;
+use netc::codegen::kernels::gemm::{Gemm, GemmSpec};
 use netc::codegen::kernels::{Kernel, Packer};
 use netc::codegen::layout::Buf;
 use netc::ir::op::Activation;
@@ -117,64 +118,238 @@ fn activate(v: f32, act: Option<Activation>) -> f32 {
     }
 }
 
-/// `out = act(x W^T + bias + residual)` with strided input and residual views, checked against
-/// plain Rust, for every way of splitting the items in two.
-fn check_epilogue(m: usize, k: usize, n: usize, groups: usize, act: Option<Activation>, with_residual: bool) {
+/// Where a tensor's channels sit in its pixels: the pixel stride and the slots (`None`: `0..c`).
+#[derive(Clone, Debug)]
+struct Layout {
+    stride: usize,
+    slots: Option<Vec<usize>>,
+}
+
+impl Layout {
+    fn dense(c: usize) -> Layout {
+        Layout { stride: c, slots: None }
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        self.slots.as_ref().map_or(i, |s| s[i])
+    }
+}
+
+/// Where the residual comes from.
+#[derive(Clone, Debug)]
+enum Residual {
+    None,
+    /// Its own buffer, with its own layout.
+    Separate(Layout),
+    /// The output buffer itself, same slots: `out = act(x W^T + bias + out)`.
+    InPlace,
+}
+
+/// One matrix multiply to check.
+#[derive(Clone, Debug)]
+struct Case {
+    m: usize,
+    k: usize,
+    n: usize,
+    groups: usize,
+    input: Layout,
+    out: Layout,
+    /// Input and output share one buffer (their slots are disjoint).
+    shared_io: bool,
+    residual: Residual,
+    bias: bool,
+    post: bool,
+    act: Option<Activation>,
+}
+
+/// SplitMix64, for the random slot layouts.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// A layout of `c` channels (in `groups` groups) of the given kind.
+fn layout(kind: usize, c: usize, groups: usize, rng: &mut Rng) -> Layout {
+    match kind {
+        // Identity, maybe in a wider pixel.
+        0 => Layout {
+            stride: c + rng.below(3),
+            slots: None,
+        },
+        // Contiguous at an offset of a wider pixel (a slice of a concatenation).
+        1 => {
+            let extra = 1 + rng.below(8);
+            let off = rng.below(extra + 1);
+            Layout {
+                stride: c + extra,
+                slots: Some((off..off + c).collect()),
+            }
+        }
+        // A permutation of a contiguous range.
+        2 => {
+            let extra = rng.below(4);
+            let off = rng.below(extra + 1);
+            let mut slots: Vec<usize> = (off..off + c).collect();
+            rng.shuffle(&mut slots);
+            Layout {
+                stride: c + extra,
+                slots: Some(slots),
+            }
+        }
+        // A random subset of a wider pixel, in random order.
+        3 => {
+            let stride = 2 * c + 5;
+            let mut all: Vec<usize> = (0..stride).collect();
+            rng.shuffle(&mut all);
+            all.truncate(c);
+            Layout {
+                stride,
+                slots: Some(all),
+            }
+        }
+        // A channel shuffle: channel `j` of group `g` at slot `j * groups + g`, so each group's
+        // slots step by the group count.
+        4 => {
+            let g = if groups > 1 { groups } else { 2 };
+            let g = if c.is_multiple_of(g) { g } else { 1 };
+            let cg = c / g;
+            Layout {
+                stride: c + rng.below(2),
+                slots: Some((0..c).map(|i| (i % cg) * g + i / cg).collect()),
+            }
+        }
+        // Every second or third slot of a wider pixel, maybe permuted.
+        5 => {
+            let step = 2 + rng.below(2);
+            let off = rng.below(step);
+            let mut slots: Vec<usize> = (0..c).map(|i| off + i * step).collect();
+            if rng.below(2) == 0 {
+                rng.shuffle(&mut slots);
+            }
+            Layout {
+                stride: c * step + 1,
+                slots: Some(slots),
+            }
+        }
+        // Contiguous runs of random lengths separated by gaps, maybe permuted.
+        _ => {
+            let mut slots = Vec::with_capacity(c);
+            let mut next = rng.below(3);
+            while slots.len() < c {
+                let run = (1 + rng.below(40)).min(c - slots.len());
+                slots.extend(next..next + run);
+                next += run + 1 + rng.below(3);
+            }
+            if rng.below(2) == 0 {
+                rng.shuffle(&mut slots);
+            }
+            Layout {
+                stride: next,
+                slots: Some(slots),
+            }
+        }
+    }
+}
+
+/// A pointer that may be sent to another thread.
+#[derive(Clone, Copy)]
+struct Ptr<T>(*mut T);
+// SAFETY: the threads of `check` write disjoint rows.
+unsafe impl<T> Send for Ptr<T> {}
+unsafe impl<T> Sync for Ptr<T> {}
+
+/// Generates the kernel of `case`, runs it on a random arena and compares with plain Rust: the
+/// output slots within 1e-4, every other element unchanged; then every split of the items in
+/// two, in both orders and on two threads at once, must give the same bits.
+fn check(case: &Case) {
+    let Case { m, k, n, groups, .. } = *case;
     let (cin, cout) = (k * groups, n * groups);
-    // Input: pixels of `cin + 3` floats, channels at offset 8 within the arena.
-    let input = Buf {
-        offset: 8,
-        n: 1,
-        h: 1,
-        w: m,
-        c: cin,
-        stride: cin + 3,
-    };
-    let residual = Buf {
-        offset: input.offset + m * input.stride + 5,
+    let buf = |offset: usize, c: usize, l: &Layout| Buf {
+        offset,
         n: 1,
         h: m,
         w: 1,
-        c: cout,
-        stride: cout + 2,
+        c,
+        stride: l.stride,
     };
-    let out = Buf {
-        offset: residual.offset + m * residual.stride + 16,
-        n: 1,
-        h: m,
-        w: 1,
-        c: cout,
-        stride: cout,
+    let input = buf(8, cin, &case.input);
+    let out = if case.shared_io {
+        buf(input.offset, cout, &case.out)
+    } else {
+        buf(input.offset + input.span() + 5, cout, &case.out)
     };
-    let len = out.offset + m * out.stride + 7;
+    let (residual, res_layout) = match &case.residual {
+        Residual::None => (None, None),
+        Residual::InPlace => (Some(out), Some(case.out.clone())),
+        Residual::Separate(l) => (Some(buf(out.offset + out.span() + 3, cout, l)), Some(l.clone())),
+    };
+    let len = [input, out]
+        .iter()
+        .chain(residual.iter())
+        .map(|b| b.offset + b.span())
+        .max()
+        .unwrap()
+        + 7;
     let weight = values(cout * k, 1);
     let bias = values(cout, 2);
+    let scale = values(cout, 4);
+    let shift = values(cout, 5);
     let mut pack = Packer::default();
     let gemm = Gemm::new(
-        input,
-        out,
-        groups,
-        &weight,
-        Some(&bias),
-        with_residual.then_some(residual),
-        act,
+        &GemmSpec {
+            input,
+            in_slots: case.input.slots.as_deref(),
+            out,
+            out_slots: case.out.slots.as_deref(),
+            groups,
+            weight: &weight,
+            bias: case.bias.then_some(&bias[..]),
+            residual: residual.map(|r| (r, res_layout.as_ref().and_then(|l| l.slots.as_deref()))),
+            act: case.act,
+            post: case.post.then_some((&scale[..], &shift[..])),
+        },
         &mut pack,
     );
     let (module, f) = netc::codegen::compile_kernel(&gemm).unwrap();
     let arena0: Vec<f32> = values(len, 3).iter().map(|v| v * 3.0).collect();
     let mut expected = arena0.clone();
+    let mut written = vec![false; len];
     for p in 0..m {
         for g in 0..groups {
             for o in 0..n {
                 let oc = g * n + o;
-                let mut acc = bias[oc];
+                let mut acc = if case.bias { bias[oc] } else { 0.0 };
                 for kk in 0..k {
-                    acc += arena0[input.offset + p * input.stride + g * k + kk] * weight[oc * k + kk];
+                    let x = arena0[input.offset + p * input.stride + case.input.slot(g * k + kk)];
+                    acc += x * weight[oc * k + kk];
                 }
-                if with_residual {
-                    acc += arena0[residual.offset + p * residual.stride + oc];
+                if let (Some(r), Some(l)) = (&residual, &res_layout) {
+                    acc += arena0[r.offset + p * r.stride + l.slot(oc)];
                 }
-                expected[out.offset + p * out.stride + oc] = activate(acc, act);
+                let mut v = activate(acc, case.act);
+                if case.post {
+                    v = v * scale[oc] + shift[oc];
+                }
+                let at = out.offset + p * out.stride + case.out.slot(oc);
+                expected[at] = v;
+                written[at] = true;
             }
         }
     }
@@ -182,43 +357,243 @@ fn check_epilogue(m: usize, k: usize, n: usize, groups: usize, act: Option<Activ
     let mut whole = arena0.clone();
     // SAFETY: the kernel was generated for this arena and these packed weights.
     unsafe { f(whole.as_mut_ptr(), pack.data.as_ptr(), 0, items) };
-    let err = max_err(&expected, &whole);
-    assert!(
-        err <= TOLERANCE,
-        "m {m} k {k} n {n} groups {groups} {act:?} residual {with_residual}: error {err}"
-    );
-    for split in 1..items {
-        let mut parts = arena0.clone();
-        // SAFETY: as above; the two calls cover items 0..items.
-        unsafe {
-            f(parts.as_mut_ptr(), pack.data.as_ptr(), split, items);
-            f(parts.as_mut_ptr(), pack.data.as_ptr(), 0, split);
+    let scale_ref = expected.iter().fold(1.0f32, |s, v| s.max(v.abs()));
+    for i in 0..len {
+        if written[i] {
+            let err = (whole[i] - expected[i]).abs() / scale_ref;
+            assert!(
+                err <= TOLERANCE,
+                "{case:?}: element {i}: {} vs {}",
+                whole[i],
+                expected[i]
+            );
+        } else {
+            assert_eq!(
+                whole[i].to_bits(),
+                arena0[i].to_bits(),
+                "{case:?}: element {i} was written"
+            );
         }
-        assert_eq!(whole, parts, "split at {split} differs");
+    }
+    for split in 1..items {
+        for order in [false, true] {
+            let mut parts = arena0.clone();
+            let ranges = if order {
+                [(split, items), (0, split)]
+            } else {
+                [(0, split), (split, items)]
+            };
+            for (b, e) in ranges {
+                // SAFETY: as above; the two calls cover items 0..items.
+                unsafe { f(parts.as_mut_ptr(), pack.data.as_ptr(), b, e) };
+            }
+            assert_eq!(whole, parts, "{case:?}: split at {split} differs");
+        }
+    }
+    if items > 1 {
+        let mut parts = arena0.clone();
+        let (arena, weights) = (Ptr(parts.as_mut_ptr()), Ptr(pack.data.as_ptr() as *mut f32));
+        std::thread::scope(|s| {
+            for (b, e) in [(0, items / 2), (items / 2, items)] {
+                s.spawn(move || {
+                    let (arena, weights) = (arena, weights);
+                    // SAFETY: the two threads compute disjoint items of the same arena.
+                    unsafe { f(arena.0, weights.0, b, e) };
+                });
+            }
+        });
+        assert_eq!(whole, parts, "{case:?}: two threads differ");
     }
     // SAFETY: `f` is not used afterwards.
     unsafe { module.free_memory() };
 }
 
+const ACTS: [Option<Activation>; 4] = [
+    None,
+    Some(Activation::Relu),
+    Some(Activation::Relu6),
+    Some(Activation::LeakyRelu { slope: 0.1 }),
+];
+
+/// `out = act(x W^T + bias + residual)` with strided input and residual views.
 #[test]
 fn epilogue_bias_residual_activation() {
-    let acts = [
-        None,
-        Some(Activation::Relu),
-        Some(Activation::Relu6),
-        Some(Activation::LeakyRelu { slope: 0.1 }),
-    ];
-    for act in acts {
+    for act in ACTS {
         for (m, k, n, groups) in [
             (7, 5, 11, 1),
             (9, 100, 19, 1),
             (6, 3, 4, 3),
             (1, 1, 1, 1),
             (13, 16, 8, 2),
+            (3, 7, 9, 1),
+            // Several chunks of row blocks.
+            (45, 5, 1100, 1),
         ] {
             for residual in [false, true] {
-                check_epilogue(m, k, n, groups, act, residual);
+                check(&Case {
+                    m,
+                    k,
+                    n,
+                    groups,
+                    input: Layout {
+                        stride: k * groups + 3,
+                        slots: None,
+                    },
+                    out: Layout::dense(n * groups),
+                    shared_io: false,
+                    residual: if residual {
+                        Residual::Separate(Layout {
+                            stride: n * groups + 2,
+                            slots: None,
+                        })
+                    } else {
+                        Residual::None
+                    },
+                    bias: true,
+                    post: false,
+                    act,
+                });
             }
         }
+    }
+}
+
+/// A 1x1 conv writing a slice of a wider tensor (a concatenation) and one reading a channel
+/// shuffle of its input, as a network would use them.
+#[test]
+fn concat_slice_and_shuffled_input() {
+    let mut rng = Rng(11);
+    for (kind_in, kind_out, groups) in [(0, 1, 1), (4, 0, 3), (4, 4, 2), (2, 1, 1), (1, 2, 2)] {
+        let (k, n) = (12, 20);
+        check(&Case {
+            m: 29,
+            k,
+            n,
+            groups,
+            input: layout(kind_in, k * groups, groups, &mut rng),
+            out: layout(kind_out, n * groups, groups, &mut rng),
+            shared_io: false,
+            residual: Residual::None,
+            bias: true,
+            post: true,
+            act: Some(Activation::Relu),
+        });
+    }
+}
+
+/// K past the unroll limit with every kind of input slots (k-loops with steps of 1, 2, 3 and the
+/// group count, mixed with unrolled steps, and past 512 irregular slots, offset tables), and every
+/// kind of output slots.
+#[test]
+fn k_loops_and_panels_over_all_slot_kinds() {
+    let mut rng = Rng(5);
+    for kind in 0..7 {
+        for (k, groups) in [(100, 1), (130, 2), (97, 3), (600, 1), (530, 2)] {
+            let n = 19;
+            check(&Case {
+                m: 10,
+                k,
+                n,
+                groups,
+                input: layout(kind, k * groups, groups, &mut rng),
+                out: layout(6 - kind, n * groups, groups, &mut rng),
+                shared_io: false,
+                residual: Residual::Separate(layout((kind + 3) % 7, n * groups, groups, &mut rng)),
+                bias: true,
+                post: kind % 2 == 0,
+                act: ACTS[kind % 4],
+            });
+        }
+    }
+}
+
+/// Many output panels with irregular slots (past the limit where their slots come from a table),
+/// with irregular residual slots too, or in place.
+#[test]
+fn many_irregular_output_panels() {
+    let mut rng = Rng(9);
+    for (out_kind, groups, m) in [(3, 1, 7), (6, 1, 13), (3, 2, 6), (5, 2, 9), (7, 1, 5), (7, 2, 10)] {
+        let (k, n) = (10, if out_kind == 7 { 60 } else { 45 });
+        for residual in 0..3 {
+            let out = if out_kind == 7 {
+                // Two contiguous panels, then irregular slots.
+                let c = n * groups;
+                let mut rest: Vec<usize> = (16..2 * c).collect();
+                rng.shuffle(&mut rest);
+                let mut slots: Vec<usize> = (0..16).collect();
+                slots.extend_from_slice(&rest[..c - 16]);
+                Layout {
+                    stride: 2 * c,
+                    slots: Some(slots),
+                }
+            } else {
+                layout(out_kind, n * groups, groups, &mut rng)
+            };
+            let residual = match residual {
+                0 => Residual::None,
+                1 => Residual::Separate(layout(3, n * groups, groups, &mut rng)),
+                _ => Residual::InPlace,
+            };
+            check(&Case {
+                m,
+                k,
+                n,
+                groups,
+                input: layout(2, k * groups, groups, &mut rng),
+                out,
+                shared_io: false,
+                residual,
+                bias: true,
+                post: true,
+                act: Some(Activation::Relu6),
+            });
+        }
+    }
+}
+
+fn act_strategy() -> impl Strategy<Value = Option<Activation>> {
+    (0usize..4).prop_map(|i| ACTS[i])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Random shapes, slot layouts (identity, offset, permuted, gapped, shuffled, strided, runs) for the
+    /// input, output and residual, input and output sharing a buffer, an in-place residual, the
+    /// affine on or off, every activation.
+    #[test]
+    fn slots_residual_affine(
+        m in 1usize..=11,
+        k in per_group_k(),
+        n in 1usize..=26,
+        groups in prop_oneof![2 => Just(1usize), 1 => 2usize..=3],
+        in_kind in 0usize..7,
+        out_kind in 0usize..7,
+        res_kind in 0usize..9,
+        shared_io in prop::bool::weighted(0.2),
+        bias in any::<bool>(),
+        post in any::<bool>(),
+        act in act_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let mut rng = Rng(seed);
+        let (cin, cout) = (k * groups, n * groups);
+        let (input, out) = if shared_io {
+            // Input and output take disjoint random slots of one wide pixel.
+            let stride = cin + cout + rng.below(4);
+            let mut all: Vec<usize> = (0..stride).collect();
+            rng.shuffle(&mut all);
+            let out = all[cin..cin + cout].to_vec();
+            all.truncate(cin);
+            (Layout { stride, slots: Some(all) }, Layout { stride, slots: Some(out) })
+        } else {
+            (layout(in_kind, cin, groups, &mut rng), layout(out_kind, cout, groups, &mut rng))
+        };
+        let residual = match res_kind {
+            0..=2 => Residual::None,
+            3 => Residual::InPlace,
+            r => Residual::Separate(layout(r, cout, groups, &mut rng)),
+        };
+        check(&Case { m, k, n, groups, input, out, shared_io, residual, bias, post, act });
     }
 }

@@ -6,12 +6,12 @@
 //! tensors (`[N, F]`) are stored as `N` pixels of `F` channels. The user-facing input and output stay
 //! NCHW; the executor converts them at the edges.
 //!
-//! Each node gets its own region of one arena (memory reuse is the memory planner's job);
-//! dropout aliases its input, and so does a flatten whose input has a 1x1 plane.
+//! Which buffer a node lives in, and where its channels sit in that buffer's pixels, is decided
+//! by the `place` pass; the `plan` pass gives each buffer its arena offset. This module turns
+//! those decisions into [`Buf`]s for the kernels.
 
-use crate::ir::op::Op;
 use crate::ir::{Graph, NodeId};
-use std::collections::HashMap;
+use crate::passes::place::contiguous;
 
 /// A tensor in the arena: element `(n, y, x, c)` is at
 /// `offset + ((n * h + y) * w + x) * stride + c`.
@@ -65,42 +65,32 @@ impl Buf {
     }
 }
 
-/// The arena layout of a graph.
-pub struct Plan {
-    pub bufs: HashMap<NodeId, Buf>,
-    /// Arena length in f32 elements.
-    pub len: usize,
+/// The buffer of node `ix` as the `place` and `plan` passes left it: the node's shape at
+/// channel slot `base` of its buffer's pixels.
+pub fn buf_at(graph: &Graph, ix: NodeId, base: usize) -> Buf {
+    let place = graph.node(ix).place.as_ref().expect("the graph is placed");
+    let buffer = &graph.buffers[place.buffer];
+    let offset = buffer.offset.expect("the graph is planned") + base;
+    let mut b = Buf::dense(offset, &graph.node(ix).shape.0);
+    b.stride = buffer.stride;
+    b
 }
 
-/// Whether a node's output is its input's buffer, reinterpreted.
-pub fn is_view(graph: &Graph, ix: NodeId) -> bool {
-    match &graph.node(ix).op {
-        Op::Dropout { .. } => true,
-        Op::Flatten => {
-            let input = graph.inputs_of(ix)[0];
-            let s = &graph.node(input).shape.0;
-            s.len() == 2 || (s[2] == 1 && s[3] == 1)
-        }
-        _ => false,
-    }
+/// The node's buffer at slot 0, and the slot of each of its channels.
+pub fn slots(graph: &Graph, ix: NodeId) -> (Buf, &[usize]) {
+    let place = graph.node(ix).place.as_ref().expect("the graph is placed");
+    (buf_at(graph, ix, 0), &place.slots)
 }
 
-/// Gives every node a buffer, in topological order; views share their input's memory.
-pub fn plan(graph: &Graph) -> Plan {
-    let mut bufs = HashMap::new();
-    let mut len = 0usize;
-    for ix in graph.topo_order().expect("the verifier rejects cycles") {
-        let shape = &graph.node(ix).shape.0;
-        let buf = if is_view(graph, ix) {
-            let src: Buf = bufs[&graph.inputs_of(ix)[0]];
-            Buf::dense(src.offset, shape)
-        } else {
-            let b = Buf::dense(len, shape);
-            // Keep every buffer 64-byte aligned.
-            len += b.span().div_ceil(16) * 16;
-            b
-        };
-        bufs.insert(ix, buf);
-    }
-    Plan { bufs, len }
+/// A tensor whose channels are a permutation of a contiguous range: the buffer at the range's
+/// start, and the position of each logical channel in it.
+pub fn permuted(graph: &Graph, ix: NodeId) -> (Buf, Vec<usize>) {
+    let (_, slots) = slots(graph, ix);
+    let (base, rel) = contiguous(slots).expect("the placement gives this kernel contiguous channels");
+    (buf_at(graph, ix, base), rel)
+}
+
+/// A scratch buffer of the planned graph, holding `shape` with contiguous channels.
+pub fn scratch(graph: &Graph, buffer: usize, shape: &[usize]) -> Buf {
+    Buf::dense(graph.buffers[buffer].offset.expect("the graph is planned"), shape)
 }

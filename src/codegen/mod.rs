@@ -1,7 +1,9 @@
 //! Code generation: every node of the graph becomes one Cranelift function, with every shape,
 //! stride, padding and offset a constant.
 //!
-//! - `layout.rs` where each tensor lives in the arena (channels-last);
+//! - `layout.rs` where each tensor lives in the arena (channels-last), as the `place` and `plan`
+//!   passes decided;
+//! - `params.rs` the parameters kernels pack (folded batchnorms, permuted channels);
 //! - `emit.rs` helpers for writing kernels;
 //! - `kernels/` one file per kernel family, each packing its weights in the order it reads them.
 //!
@@ -11,6 +13,7 @@
 pub mod emit;
 pub mod kernels;
 pub mod layout;
+pub mod params;
 
 use crate::diag::Diagnostic;
 use crate::ir::Graph;
@@ -172,27 +175,35 @@ fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
     Ok(arena)
 }
 
-/// Generates and finalizes the code of every node of `graph`, with `weights` packed in.
+/// Generates and finalizes the code of every node of a placed and planned `graph` (see
+/// [`crate::Compiled::planned`]), with `weights` (checked against the unoptimized graph) packed in.
 pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Executable, Diagnostic> {
-    weights.check(graph, "the weights")?;
     let fail = |what: &str, e: String| errors::internal(&format!("{what}: {e}"));
+    let len = graph
+        .arena
+        .ok_or_else(|| fail("code generation", "the graph is not planned".into()))?;
     let mut module = KernelModule::new().map_err(|e| fail("cannot set up the JIT", e))?;
-    let plan = layout::plan(graph);
-    let arena = allocate_arena(plan.len, graph.node(graph.inputs[0]).shape.0[0])?;
+    let arena = allocate_arena(len, graph.node(graph.inputs[0]).shape.0[0])?;
     let mut pack = kernels::Packer::default();
     let mut pending = Vec::new();
     let mut clif = Vec::new();
     for ix in graph.topo_order().expect("the verifier rejects cycles") {
         let node = graph.node(ix);
-        let ins: Vec<_> = graph.inputs_of(ix).iter().map(|i| plan.bufs[i]).collect();
-        let Some(kernel) = kernels::lower(node, &ins, plan.bufs[&ix], weights, &mut pack) else {
-            continue;
-        };
-        let (id, text) = module
-            .define(&format!("k{}", ix.index()), kernel.as_ref(), options.keep_clif)
-            .map_err(|e| fail(&node.name, e))?;
-        clif.extend(text.map(|t| (node.name.clone(), t)));
-        pending.push((id, node.name.clone(), kernel.items(), kernel.work_per_item()));
+        let lowered = kernels::lower(graph, ix, weights, &mut pack);
+        let count = lowered.len();
+        for (i, kernel) in lowered.into_iter().enumerate() {
+            // Gathers of staged inputs run before the node's own kernel, under their own names.
+            let name = if i + 1 == count {
+                node.name.clone()
+            } else {
+                format!("{}.gather{i}", node.name)
+            };
+            let (id, text) = module
+                .define(&format!("k{}", pending.len()), kernel.as_ref(), options.keep_clif)
+                .map_err(|e| fail(&name, e))?;
+            clif.extend(text.map(|t| (name.clone(), t)));
+            pending.push((id, name, kernel.items(), kernel.work_per_item()));
+        }
     }
     let ids: Vec<FuncId> = pending.iter().map(|p| p.0).collect();
     let (module, fns) = module.finish(&ids).map_err(|e| fail("finalizing", e))?;
@@ -206,11 +217,11 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
             work_per_item,
         })
         .collect();
-    let input = plan.bufs[&graph.inputs[0]];
+    let input = layout::buf_at(graph, graph.inputs[0], 0);
     let outputs = graph
         .outputs
         .iter()
-        .map(|o| (plan.bufs[o], graph.node(*o).shape.0.clone()))
+        .map(|&o| (layout::permuted(graph, o).0, graph.node(o).shape.0.clone()))
         .collect();
     Ok(Executable::new(
         module,

@@ -500,16 +500,9 @@ impl<'a> Elab<'a> {
         crate::ir::shape::check_size(&shape).map_err(|e| errors::shape(&e, "input", span, &[]))?;
         self.input_span = Some(span);
         self.frame().taken.insert(name.name.clone());
-        let ix = self.graph.add(
-            Node {
-                name: name.name.clone(),
-                op: Op::Input,
-                shape,
-                span,
-                cost: None,
-            },
-            &[],
-        );
+        let ix = self
+            .graph
+            .add(Node::new(name.name.clone(), Op::Input, shape, span), &[]);
         self.graph.inputs.push(ix);
         self.origins.insert(ix, name.span);
         self.frame().locals.insert(name.name.clone(), Value::Tensor(ix));
@@ -1060,16 +1053,7 @@ impl<'a> Elab<'a> {
             return Err(errors::limit(span, "the length of a node name", MAX_NAME_BYTES as u64));
         }
         let ids: Vec<NodeId> = inputs.iter().map(|(t, _)| *t).collect();
-        let ix = self.graph.add(
-            Node {
-                name,
-                op,
-                shape,
-                span,
-                cost: None,
-            },
-            &ids,
-        );
+        let ix = self.graph.add(Node::new(name, op, shape, span), &ids);
         self.origins.insert(ix, span);
         Ok(ix)
     }

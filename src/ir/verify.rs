@@ -1,8 +1,8 @@
 //! The graph invariants, checked after elaboration and after every pass:
 //! acyclic; every node's input ports are exactly `0..n` with `n` allowed by its op; every node's
-//! shape is what its op's shape rule gives for its inputs; names are unique and non-empty;
-//! inputs are `Input` nodes and outputs exist. A violation is a compiler bug, reported with the
-//! node's name.
+//! shape is what its op's shape rule gives for its inputs; a fused residual has the node's
+//! shape; names are unique and non-empty; inputs are `Input` nodes and outputs exist. A violation
+//! is a compiler bug, reported with the node's name.
 
 use super::op::{Arity, Op};
 use super::{shape, Graph};
@@ -34,10 +34,13 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
                 ports.len()
             ));
         }
-        let ok = match node.op.arity() {
-            Arity::Exactly(n) => ports.len() == n,
-            Arity::AtLeast(n) => ports.len() >= n,
-        };
+        let residual = usize::from(node.fused.residual);
+        let op_ports = ports.len().saturating_sub(residual);
+        let ok = ports.len() >= residual
+            && match node.op.arity() {
+                Arity::Exactly(n) => op_ports == n,
+                Arity::AtLeast(n) => op_ports >= n,
+            };
         if !ok {
             return Err(format!(
                 "`{}` ({}) has {} inputs",
@@ -52,7 +55,37 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             }
             continue;
         }
-        let inputs: Vec<_> = graph.inputs_of(ix).into_iter().map(|i| &graph.node(i).shape).collect();
+        if node.fused.residual {
+            let r = *graph.inputs_of(ix).last().expect("arity checked");
+            if graph.node(r).shape != node.shape {
+                return Err(format!(
+                    "`{}` adds a residual of shape {} to its output of shape {}",
+                    node.name,
+                    graph.node(r).shape,
+                    node.shape
+                ));
+            }
+        }
+        if let Some(p) = &node.place {
+            let channels = node.shape.0[1];
+            let buffer = graph
+                .buffers
+                .get(p.buffer)
+                .ok_or(format!("`{}` is placed in no buffer", node.name))?;
+            if p.slots.len() != channels || p.slots.iter().any(|&s| s >= buffer.stride) {
+                return Err(format!(
+                    "`{}` has {channels} channels but {} slots in a buffer of {} per pixel",
+                    node.name,
+                    p.slots.len(),
+                    buffer.stride
+                ));
+            }
+        }
+        let inputs: Vec<_> = graph
+            .op_inputs_of(ix)
+            .into_iter()
+            .map(|i| &graph.node(i).shape)
+            .collect();
         let expected = shape::infer(&node.op, &inputs).map_err(|e| format!("`{}`: {e}", node.name))?;
         if expected != node.shape {
             return Err(format!(

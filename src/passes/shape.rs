@@ -19,7 +19,7 @@ impl Pass for InferShapes {
                 continue;
             }
             let inputs: Vec<shape::Shape> = graph
-                .inputs_of(ix)
+                .op_inputs_of(ix)
                 .iter()
                 .map(|&i| graph.node(i).shape.clone())
                 .collect();

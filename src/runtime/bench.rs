@@ -263,7 +263,7 @@ fn profile(p: &mut Prepared, x: &super::Tensor, runs: usize, peak: f64) -> Resul
     }
     let by_name: HashMap<&str, &crate::ir::Node> = p
         .compiled
-        .graph
+        .latest()
         .g
         .node_weights()
         .map(|n| (n.name.as_str(), n))
@@ -281,7 +281,12 @@ fn profile(p: &mut Prepared, x: &super::Tensor, runs: usize, peak: f64) -> Resul
             let g = (macs > 0).then(|| gflops(macs, secs));
             NodeProfile {
                 name: step.name.clone(),
-                op: node.map_or("?", |n| n.op.kind()).to_string(),
+                // The op and the kernel family that computes it (`conv/gemm`); a step without
+                // a node of its own gathers a staged input.
+                op: node.map_or("gather".to_string(), |n| match n.place.as_ref().map(|p| p.runs) {
+                    Some(crate::ir::Runs::Kernel(k)) => format!("{}/{k}", n.op.kind()),
+                    _ => n.op.kind().to_string(),
+                }),
                 items: step.items,
                 macs,
                 median_ms: secs * 1e3,

@@ -1,33 +1,62 @@
 //! Depthwise convolution: `groups == input channels == output channels` (channel multiplier 1),
 //! any kernel size, stride, padding and dilation.
 //!
+//! ```text
+//! Depthwise::new(c: &Conv, input: Buf, out: Buf, weight: &[f32], bias: Option<&[f32]>,
+//!                epilogue: Epilogue, post: Option<(&[f32], &[f32])>, pack: &mut Packer) -> Depthwise
+//! ```
+//!
+//! computes `out = act(conv(input) + bias + residual) * scale + shift` (see [`Epilogue`]), with
+//! `weight` in PyTorch's layout `[C][1][kh][kw]`, `bias`, `scale` and `shift` `[C]`. `input`,
+//! `out` and the residual may be channel slices of wider buffers (`stride > c`): the kernel reads
+//! and writes only their `c` channels. The output must not overlap the input or the residual.
+//!
 //! Channels are contiguous in NHWC, so the kernel vectorizes over them: four channels per f32x4,
-//! the last `C % 4` channels one at a time in scalar code. A work item is one output row
-//! `(n, y)`. For each group of four channels, the kernel's weights (when there are few enough taps)
-//! and the bias are loaded into registers once, then the output row is swept:
+//! the last `C % 4` channels one at a time in scalar code. A work item is one output row `(n, y)`.
+//! The row is swept in tiles of a few neighbouring output pixels, and each tile runs through all
+//! channel groups before the next tile starts:
 //!
-//! - the interior columns, whose windows lie inside the input, in a loop without bounds checks,
-//!   several pixels per iteration;
-//! - the border columns, known at compile time, unrolled with only their in-bounds taps.
+//! - the input is read in address order, every cache line of the input rows is used by all its
+//!   channel groups while it is in L1, and the working set of a tile is a few input pixels per
+//!   kernel row whatever the channel count (sweeping a whole row for one channel group at a time
+//!   touched one 16-byte piece per 64-byte line, and with power-of-two pixel strides those lines
+//!   fell into a few L1 sets and were evicted before the next group came back to them);
+//! - per (tile, channel group) the kernel loads the group's weights once per tap and each input
+//!   vector once per multiply-add (folded into the fma), plus the bias: the loads stay below the
+//!   fma throughput on stride 1 and 2.
 //!
-//! Rows of the window above or below the input point at a zero row in the weights buffer, chosen
-//! once per item with a `select`, so no code path depends on the vertical position.
+//! A scheduling barrier (see `window.rs`) after every three taps keeps each tap's fmas next to
+//! its loads, so the loads fold into the fmas and nothing spills.
 //!
-//! Weights are packed `[kh][kw][C rounded up to 4]`, zero padded; the bias `[C rounded up to 4]`.
+//! Measured on a 2-core Zen 4 VM: with the output in cache (a one-layer network), MobileNet's
+//! 3x3 stride-1 layers run at 50-70 GFLOP/s and stride-2 layers at 25-50 (the large ones are
+//! bound by reading their input from L3). Inside a network every node writes a fresh arena region
+//! that is not in any cache, and the output stores bound the kernel: cold 16-byte stores stream at
+//! about 8 GB/s there, at most 36 GFLOP/s for a 3x3 window even without arithmetic; in MobileNets
+//! the layers measure 16-40.
+//!
+//! Interior tiles, whose windows lie inside the input, run in a loop without bounds checks; the
+//! border columns, known at compile time, are unrolled with only their in-bounds taps. Likewise the
+//! output rows whose window lies inside the input share one path, and each border row (the first
+//! and last row for a 3x3 window with padding 1) has its own code without the taps in the
+//! padding. With more than `MAX_BORDER_ROWS` border rows, those share one path where the kernel
+//! rows outside the input point at a zero row in the weights buffer, chosen with a `select`.
+//!
+//! Weights are packed `[kh][kw][C rounded up to 4]`, zero padded; the bias `[C rounded up to 4]`;
+//! the post affine `[scale; C rounded up][shift; C rounded up]`.
 //!
 //! The scheduling barrier, row pointers, interior range and epilogue are in `window.rs`, shared
 //! with the vectorized dense convolution in `direct.rs`.
 
 use super::window::{
-    barrier, finish, interior, mem, opaque_false, pin, pixel_row, row_pointers, zero_of, Epilogue, MAX_BORDER_COLUMNS,
+    at, barrier, finish, if_else, interior, mem, opaque_false, pack_post, pin, pixel_row, row_pointers, zero_of,
+    Epilogue,
 };
-use super::{conv, tensor, Kernel, Packer};
+use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
 use crate::ir::op::{Conv, Hw, Pad};
-use crate::ir::Node;
-use crate::runtime::Weights;
-use cranelift_codegen::ir::{types::Type, InstBuilder, Value};
+use cranelift_codegen::ir::{condcodes::IntCC, types::Type, InstBuilder, Value};
 use cranelift_frontend::Variable;
 
 pub struct Depthwise {
@@ -41,10 +70,23 @@ pub struct Depthwise {
     weights: usize,
     /// Packed bias `[cp]`.
     bias: Option<usize>,
-    /// A zero row of `input.w * input.stride` elements (at least `cp`).
-    zero: usize,
+    /// Packed post affine `[scale; cp][shift; cp]`.
+    post: Option<usize>,
+    /// A zero row of `input.w * input.stride` elements (at least `cp`), read by the kernel rows
+    /// in the padding when there are too many border rows to give each its own code.
+    zero: Option<usize>,
     epilogue: Epilogue,
 }
+
+/// Taps between two scheduling barriers: per barrier, the tile's accumulators go through
+/// `TAPS_PER_STEP` multiply-adds each. One kernel row of a 3x3 window: a barrier per tap costs a
+/// compare and branch per 2-4 fmas, and much longer steps let the mid-end group the fmas by
+/// accumulator into long dependent chains (both measured 10-35% slower).
+const TAPS_PER_STEP: i64 = 3;
+
+/// Border rows (output rows whose window reaches into the vertical padding) above which they
+/// share one path that reads a zero row, instead of each getting code without the padded taps.
+const MAX_BORDER_ROWS: usize = 4;
 
 /// Channels rounded up to whole vectors.
 fn padded(c: usize) -> usize {
@@ -52,8 +94,11 @@ fn padded(c: usize) -> usize {
 }
 
 impl Depthwise {
-    /// `weight` is in PyTorch's layout `[C][1][kh][kw]`, `bias` `[C]`. `out` must have the
-    /// input's batch and channel count and the spatial size `c` gives.
+    /// `weight` is in PyTorch's layout `[C][1][kh][kw]`, `bias` `[C]`, `post` the per-channel
+    /// `(scale, shift)` applied after the activation. `out` must have the input's batch and
+    /// channel count and the spatial size `c` gives; `input`, `out` and the residual may have a
+    /// pixel stride larger than `C`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         c: &Conv,
         input: Buf,
@@ -61,6 +106,7 @@ impl Depthwise {
         weight: &[f32],
         bias: Option<&[f32]>,
         epilogue: Epilogue,
+        post: Option<(&[f32], &[f32])>,
         pack: &mut Packer,
     ) -> Depthwise {
         let ch = input.c;
@@ -68,6 +114,7 @@ impl Depthwise {
             c.groups == ch && c.out_channels == ch && out.c == ch,
             "not a depthwise convolution"
         );
+        epilogue.check(&out);
         let cp = padded(ch);
         let (kh, kw) = (c.kernel.0, c.kernel.1);
         let mut packed = vec![0.0f32; kh * kw * cp];
@@ -84,8 +131,8 @@ impl Depthwise {
             v.resize(cp, 0.0);
             pack.push(&v)
         });
-        let zero = pack.push(&vec![0.0; (input.w * input.stride).max(cp)]);
-        Depthwise {
+        let post = pack_post(post, ch, cp, pack);
+        let mut k = Depthwise {
             input,
             out,
             kernel: c.kernel,
@@ -94,62 +141,54 @@ impl Depthwise {
             dilation: c.dilation,
             weights,
             bias,
-            zero,
+            post,
+            zero: None,
             epilogue,
+        };
+        if k.vertical().2.len() > MAX_BORDER_ROWS {
+            k.zero = Some(pack.push(&vec![0.0; (input.w * input.stride).max(cp)]));
         }
+        k
     }
 
-    fn taps(&self) -> i64 {
-        (self.kernel.0 * self.kernel.1) as i64
+    /// The output rows `lo..hi` whose window lies inside the input, and the other rows with the
+    /// kernel rows that lie inside the input for each.
+    fn vertical(&self) -> (i64, i64, Vec<(i64, Vec<bool>)>) {
+        let (kh, ih) = (self.kernel.0, self.input.h as i64);
+        let valid = |y: usize| -> Vec<bool> {
+            (0..kh)
+                .map(|i| (0..ih).contains(&((y * self.stride.0 + i * self.dilation.0) as i64 - self.pad.top as i64)))
+                .collect()
+        };
+        let inside: Vec<usize> = (0..self.out.h).filter(|&y| valid(y).iter().all(|&v| v)).collect();
+        let (lo, hi) = match (inside.first(), inside.last()) {
+            (Some(&a), Some(&b)) => (a as i64, b as i64 + 1),
+            _ => (0, 0),
+        };
+        let border = (0..self.out.h as i64)
+            .filter(|y| !(lo..hi).contains(y))
+            .map(|y| (y, valid(y as usize)))
+            .collect();
+        (lo, hi, border)
     }
 
-    /// Whether the weights stay in registers for the whole sweep of a channel group.
-    fn held(&self) -> bool {
-        self.taps() <= 9
-    }
-
-    /// Output pixels computed together in the interior loop: as many as the 16 vector registers
-    /// allow next to the held weights, the bias and one loaded input per pixel.
+    /// Output pixels of a tile.
+    ///
+    /// Measured in MobileNets, where every output is written to memory that is not in cache:
+    /// three pixels ran faster than four on stride 1 (fewer cache lines in flight per tile, and
+    /// with power-of-two pixel strides fewer lines competing for the same L1 sets), two on
+    /// stride 2, whose tiles read twice as many input columns. On rows of at most 8 pixels, four
+    /// cover a stride-1 row in fewer tiles. (Without the cold output, four pixels are up to 15%
+    /// faster.)
     fn unroll(&self) -> i64 {
-        if self.held() {
-            ((15 - (self.taps() + 1)) / 2).clamp(1, 4)
-        } else {
+        if self.stride.1 > 1 {
+            2
+        } else if self.out.w <= 8 {
             4
+        } else {
+            3
         }
     }
-}
-
-/// Lowers a depthwise node; a node with an unusually wide padded border goes to the scalar
-/// convolution instead.
-pub fn lower(node: &Node, c: &Conv, input: Buf, out: Buf, w: &Weights, pack: &mut Packer) -> Box<dyn Kernel> {
-    let (x0, x1) = interior(out.w, input.w, c.kernel.1, c.stride.1, c.dilation.1, c.pad.left);
-    if x0 + (out.w as i64 - x1) > MAX_BORDER_COLUMNS {
-        return conv::lower(node, c, input, out, w, pack);
-    }
-    let bias = c.bias.then(|| tensor(w, node, "bias"));
-    Box::new(Depthwise::new(
-        c,
-        input,
-        out,
-        tensor(w, node, "weight"),
-        bias,
-        Epilogue::default(),
-        pack,
-    ))
-}
-
-/// What one channel group's sweep works with: byte addresses with the channel offset applied.
-struct Group {
-    /// Input pixel `(n, iy_i, 0)` (or the zero row) for each kernel row `i`.
-    rows: Vec<Value>,
-    /// Output pixel `(n, y, 0)`.
-    out: Value,
-    residual: Option<Value>,
-    /// Packed weights of this channel group, tap 0.
-    weights: Value,
-    /// The weights themselves, when held in registers.
-    held: Option<Vec<Value>>,
-    bias: Value,
 }
 
 impl Kernel for Depthwise {
@@ -163,7 +202,6 @@ impl Kernel for Depthwise {
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         let never = opaque_false(e, end);
-        let ow = self.out.w as i64;
         let (x0, x1) = interior(
             self.out.w,
             self.input.w,
@@ -173,217 +211,256 @@ impl Kernel for Depthwise {
             self.pad.left,
         );
         let u = self.unroll();
-        let loop_end = x0 + (x1 - x0) / u * u;
-        let chunk = self.chunk();
+        // Columns `0..start` (the left border, filled up to whole tiles with interior columns)
+        // and `loop_end..ow` (what the interior loop leaves, and the right border) are unrolled.
+        let start = ((x0 + u - 1) / u * u).min(x1);
+        let loop_end = start + (x1 - start) / u * u;
+        let oh = self.out.h as i64;
+        let (lo, hi, border) = self.vertical();
         e.for_range(begin, end, 1, |e, item| {
-            let oh = self.out.h as i64;
             let n = e.b.ins().sdiv_imm_s(item, oh);
             let y = e.b.ins().srem_imm_s(item, oh);
-            let rows = row_pointers(
-                e,
-                &self.input,
-                n,
-                y,
-                self.kernel.0,
-                self.stride.0,
-                self.dilation.0,
-                self.pad.top,
-                self.zero,
-            );
-            let out_row = pixel_row(e, &self.out, item);
-            let res_row = self.epilogue.residual.map(|r| pixel_row(e, &r, item));
-            let mut all = rows.clone();
-            all.push(out_row);
-            all.extend(res_row);
-            let all = pin(e, never, &all);
-            let kh = self.kernel.0;
-            let (rows, out_row, res_row) = (&all[..kh], all[kh], all.get(kh + 1).copied());
-            let ctx = Row {
-                never,
-                rows,
-                out: out_row,
-                residual: res_row,
-            };
-            // Left border, unrolled.
-            let left: Vec<i64> = (0..x0).collect();
-            self.for_groups(e, &ctx, |e, g, ty| {
-                for xs in left.chunks(u as usize) {
-                    self.pixels(e, never, ty, g, None, xs);
+            let columns = (start, loop_end);
+            // Rows whose window lies inside the input; then each border row with only its
+            // in-bounds kernel rows, or (many border rows) one path reading a zero row instead.
+            let rest = |e: &mut Emit| match self.zero {
+                None => {
+                    for &(b, ref valid) in &border {
+                        let is_b = e.b.ins().icmp_imm_s(IntCC::Equal, y, b);
+                        e.if_then(is_b, |e| {
+                            let yb = e.int(b);
+                            let row = self.row(e, never, item, n, yb, Some(valid));
+                            self.sweep(e, &row, columns);
+                        });
+                    }
                 }
-            });
-            // Interior, in chunks of columns small enough that the input they read stays in L1
-            // while every channel group sweeps them.
-            let sweep = |e: &mut Emit, start: Value, len: i64| {
-                self.for_groups(e, &ctx, |e, g, ty| {
-                    let stop = e.b.ins().iadd_imm_s(start, len);
-                    e.for_range(start, stop, u, |e, x| {
-                        let si =
-                            e.b.ins()
-                                .imul_imm_s(x, self.stride.1 as i64 * self.input.stride as i64 * 4);
-                        let so = e.b.ins().imul_imm_s(x, self.out.stride as i64 * 4);
-                        let xs: Vec<i64> = (0..u).collect();
-                        self.pixels(e, never, ty, g, Some((si, so)), &xs);
-                    });
-                });
-            };
-            let chunks = (loop_end - x0) / chunk;
-            if chunks > 0 {
-                let (s, t) = (e.int(x0), e.int(x0 + chunks * chunk));
-                e.for_range(s, t, chunk, |e, start| sweep(e, start, chunk));
-            }
-            let rest = loop_end - x0 - chunks * chunk;
-            if rest > 0 {
-                let start = e.int(x0 + chunks * chunk);
-                sweep(e, start, rest);
-            }
-            // Interior columns left over by the unrolling, and the right border, unrolled.
-            let right: Vec<i64> = (loop_end..ow).collect();
-            self.for_groups(e, &ctx, |e, g, ty| {
-                for xs in right.chunks(u as usize) {
-                    self.pixels(e, never, ty, g, None, xs);
+                Some(_) => {
+                    let row = self.row(e, never, item, n, y, None);
+                    self.sweep(e, &row, columns);
                 }
-            });
+            };
+            if hi > lo {
+                let shifted = e.b.ins().iadd_imm_s(y, -lo);
+                let inside = e.in_bounds(shifted, hi - lo);
+                if_else(
+                    e,
+                    inside,
+                    |e| {
+                        let all = vec![true; self.kernel.0];
+                        let row = self.row(e, never, item, n, y, Some(&all));
+                        self.sweep(e, &row, columns);
+                    },
+                    rest,
+                );
+            } else {
+                rest(e);
+            }
         });
     }
 }
 
 /// Addresses of one output row `(n, y)`.
-struct Row<'a> {
+struct Row {
     never: Value,
-    rows: &'a [Value],
+    /// Input pixel `(n, iy_i, 0)` (or the zero row) for each kernel row `i` that is computed.
+    rows: Vec<Option<Value>>,
+    /// Output pixel `(n, y, 0)`.
+    out: Value,
+    residual: Option<Value>,
+}
+
+/// Byte offsets of the interior loop's column in the input, the output and the residual.
+type Shift = (Value, Value, Option<Value>);
+
+/// The addresses of a tile, before the channel offset: with a shift they point at the loop's
+/// column and the tile's columns are relative to it.
+struct Tile {
+    rows: Vec<Option<Value>>,
     out: Value,
     residual: Option<Value>,
 }
 
 impl Depthwise {
-    /// Interior columns per chunk: a multiple of the unrolling whose input (all kernel rows)
-    /// takes about 16 KiB, or whole rows for many channels.
-    fn chunk(&self) -> i64 {
-        let u = self.unroll();
-        let bytes = (self.kernel.0 * self.stride.1 * self.input.stride * 4).max(1) as i64;
-        let cols = (16 * 1024 / bytes) / u * u;
-        // Chunks much shorter than that reload the weights too often: sweep whole rows instead.
-        if cols < 16 {
-            i64::MAX / 2
-        } else {
-            cols
+    /// The addresses of output row `(n, y)` (item `item`). With `valid`, kernel row `i` is
+    /// computed only if `valid[i]`, and those rows must lie inside the input; without it every
+    /// kernel row is computed, rows outside the input reading the zero row.
+    fn row(&self, e: &mut Emit, never: Value, item: Value, n: Value, y: Value, valid: Option<&[bool]>) -> Row {
+        let kh = self.kernel.0;
+        let rows: Vec<Option<Value>> = match (valid, self.zero) {
+            (Some(valid), _) => {
+                let first = e.b.ins().imul_imm_s(n, self.input.h as i64);
+                let sy = e.b.ins().imul_imm_s(y, self.stride.0 as i64);
+                let top = e.b.ins().iadd(first, sy);
+                (0..kh)
+                    .map(|i| {
+                        valid[i].then(|| {
+                            let off = (i * self.dilation.0) as i64 - self.pad.top as i64;
+                            let r = e.b.ins().iadd_imm_s(top, off);
+                            pixel_row(e, &self.input, r)
+                        })
+                    })
+                    .collect()
+            }
+            (None, Some(zero)) => row_pointers(
+                e,
+                &self.input,
+                n,
+                y,
+                kh,
+                self.stride.0,
+                self.dilation.0,
+                self.pad.top,
+                zero,
+            )
+            .into_iter()
+            .map(Some)
+            .collect(),
+            (None, None) => unreachable!("rows in the padding read the zero row"),
+        };
+        let mut all: Vec<Value> = rows.iter().flatten().copied().collect();
+        all.push(pixel_row(e, &self.out, item));
+        all.extend(self.epilogue.residual.map(|r| pixel_row(e, &r, item)));
+        let mut pinned = pin(e, never, &all).into_iter();
+        let rows = rows.iter().map(|r| r.and_then(|_| pinned.next())).collect();
+        Row {
+            never,
+            rows,
+            out: pinned.next().expect("the output row"),
+            residual: pinned.next(),
         }
     }
 
-    /// Runs `body` for every channel group (f32x4) and then every remaining channel (f32), with
-    /// the group's weights and bias loaded.
-    fn for_groups(&self, e: &mut Emit, row: &Row, mut body: impl FnMut(&mut Emit, &Group, Type)) {
+    /// Sweeps the output row: unrolled tiles over `0..start`, the interior loop over
+    /// `start..loop_end`, unrolled tiles over the rest.
+    fn sweep(&self, e: &mut Emit, row: &Row, (start, loop_end): (i64, i64)) {
+        let u = self.unroll();
+        let left: Vec<i64> = (0..start).collect();
+        for xs in left.chunks(u as usize) {
+            self.tile(e, row, None, xs);
+        }
+        if loop_end > start {
+            let (s, t) = (e.int(start), e.int(loop_end));
+            let in_step = self.stride.1 as i64 * self.input.stride as i64 * 4;
+            let out_step = self.out.stride as i64 * 4;
+            let res_step = self.epilogue.residual.map(|r| r.stride as i64 * 4);
+            let xs: Vec<i64> = (0..u).collect();
+            e.for_range(s, t, u, |e, x| {
+                let si = e.b.ins().imul_imm_s(x, in_step);
+                let so = e.b.ins().imul_imm_s(x, out_step);
+                let sr = res_step.map(|step| e.b.ins().imul_imm_s(x, step));
+                self.tile(e, row, Some((si, so, sr)), &xs);
+            });
+        }
+        let right: Vec<i64> = (loop_end..self.out.w as i64).collect();
+        for xs in right.chunks(u as usize) {
+            self.tile(e, row, None, xs);
+        }
+    }
+
+    /// Computes output columns `xs` of the row for every channel: the channel groups in a loop,
+    /// then the remaining channels one at a time. With `shift` (input, output and residual byte
+    /// offsets of the loop's column), `xs` are relative to that column and lie in the interior; without it
+    /// they are absolute and only their in-bounds taps are emitted.
+    fn tile(&self, e: &mut Emit, row: &Row, shift: Option<Shift>, xs: &[i64]) {
+        let t = match shift {
+            Some((si, so, sr)) => Tile {
+                rows: row.rows.iter().map(|r| r.map(|r| e.b.ins().iadd(r, si))).collect(),
+                out: e.b.ins().iadd(row.out, so),
+                residual: row.residual.zip(sr).map(|(r, sr)| e.b.ins().iadd(r, sr)),
+            },
+            None => Tile {
+                rows: row.rows.clone(),
+                out: row.out,
+                residual: row.residual,
+            },
+        };
         let ch = self.out.c as i64;
         let full = ch / 4;
         if full > 0 {
-            e.for_const(0, full, |e, g| {
-                let cb = e.b.ins().ishl_imm_s(g, 4);
-                let grp = self.group(e, F32X4, row, cb);
-                body(e, &grp, F32X4);
+            let (s, end) = (e.int(0), e.int(full * 16));
+            e.for_range(s, end, 16, |e, cb| {
+                self.pixels(e, row.never, F32X4, &t, cb, shift.is_some(), xs);
             });
         }
         for k in full * 4..ch {
             let cb = e.int(k * 4);
-            let grp = self.group(e, F32, row, cb);
-            body(e, &grp, F32);
+            self.pixels(e, row.never, F32, &t, cb, shift.is_some(), xs);
         }
     }
 
-    /// The addresses and registers of one channel group (`ty` F32X4) or one channel (`ty` F32)
-    /// at byte offset `cb`.
-    fn group(&self, e: &mut Emit, ty: Type, row: &Row, cb: Value) -> Group {
-        let rows: Vec<Value> = row.rows.iter().map(|&r| e.b.ins().iadd(r, cb)).collect();
-        let out = e.b.ins().iadd(row.out, cb);
-        let residual = row.residual.map(|r| e.b.ins().iadd(r, cb));
-        let base = e.b.ins().iadd(e.weights, cb);
-        let weights = e.b.ins().iadd_imm_s(base, self.weights as i64 * 4);
-        let mut all = rows;
-        all.extend([out, weights]);
-        all.extend(residual);
-        let all = pin(e, row.never, &all);
-        let kh = self.kernel.0;
-        let (rows, out, weights, residual) = (all[..kh].to_vec(), all[kh], all[kh + 1], all.get(kh + 2).copied());
-        let cp4 = padded(self.out.c) as i64 * 4;
-        let held = self.held().then(|| {
-            (0..self.taps())
-                .map(|t| e.b.ins().load(ty, mem(), weights, (t * cp4) as i32))
-                .collect()
-        });
-        let bias = match self.bias {
-            Some(b) => {
-                let at = e.b.ins().iadd_imm_s(base, b as i64 * 4);
-                e.b.ins().load(ty, mem(), at, 0)
-            }
-            None => zero_of(e, ty),
-        };
-        Group {
-            rows,
-            out,
-            residual,
-            weights,
-            held,
-            bias,
-        }
-    }
-
-    /// Computes and stores output columns `xs`. With `shift` (input and output byte offsets of
-    /// the loop's column), `xs` are relative to that column and lie in the interior; without it
-    /// they are absolute and only their in-bounds taps are emitted.
-    fn pixels(&self, e: &mut Emit, never: Value, ty: Type, g: &Group, shift: Option<(Value, Value)>, xs: &[i64]) {
+    /// Computes and stores columns `xs` of the tile for the channel group (`ty` F32X4) or the
+    /// channel (`ty` F32) at byte offset `cb`. `interior`: every tap of every column is inside
+    /// the input.
+    #[allow(clippy::too_many_arguments)]
+    fn pixels(&self, e: &mut Emit, never: Value, ty: Type, t: &Tile, cb: Value, interior: bool, xs: &[i64]) {
         let (kh, kw) = (self.kernel.0 as i64, self.kernel.1 as i64);
         let (sw, dw, pl) = (self.stride.1 as i64, self.dilation.1 as i64, self.pad.left as i64);
         let iw = self.input.w as i64;
         let is4 = self.input.stride as i64 * 4;
         let cp4 = padded(self.out.c) as i64 * 4;
-        let rows: Vec<Value> = match shift {
-            Some((s, _)) => g.rows.iter().map(|&r| e.b.ins().iadd(r, s)).collect(),
-            None => g.rows.clone(),
+        // The packed weights with this group's channel offset.
+        let wb = e.b.ins().iadd(e.weights, cb);
+        let (ww, wo) = at(e, wb, self.weights as i64 * 4);
+        let rows: Vec<Option<Value>> = t.rows.iter().map(|r| r.map(|r| e.b.ins().iadd(r, cb))).collect();
+        let bias = match self.bias {
+            Some(b) => {
+                let (a, off) = at(e, wb, b as i64 * 4);
+                e.b.ins().load(ty, mem(), a, off)
+            }
+            None => zero_of(e, ty),
         };
         let accs: Vec<Variable> = xs
             .iter()
             .map(|_| {
                 let v = e.b.declare_var(ty);
-                e.b.def_var(v, g.bias);
+                e.b.def_var(v, bias);
                 v
             })
             .collect();
         let vars: Vec<(Variable, Type)> = accs.iter().map(|&a| (a, ty)).collect();
+        let mut emitted = 0;
         for i in 0..kh {
+            let Some(row) = rows[i as usize] else {
+                continue;
+            };
             for j in 0..kw {
-                let t = i * kw + j;
+                let tap = i * kw + j;
                 let cols: Vec<(usize, i64)> = xs
                     .iter()
                     .enumerate()
                     .map(|(u, &x)| (u, x * sw - pl + j * dw))
-                    .filter(|&(_, col)| shift.is_some() || (0..iw).contains(&col))
+                    .filter(|&(_, col)| interior || (0..iw).contains(&col))
                     .collect();
                 if cols.is_empty() {
                     continue;
                 }
-                let w = match &g.held {
-                    Some(w) => w[t as usize],
-                    None => e.b.ins().load(ty, mem(), g.weights, (t * cp4) as i32),
-                };
+                if emitted > 0 && emitted % TAPS_PER_STEP == 0 {
+                    barrier(e, never, &vars);
+                }
+                emitted += 1;
+                let w = e.b.ins().load(ty, mem(), ww, wo + (tap * cp4) as i32);
                 for (u, col) in cols {
-                    let x = e.b.ins().load(ty, mem(), rows[i as usize], (col * is4) as i32);
+                    let x = e.b.ins().load(ty, mem(), row, (col * is4) as i32);
                     let a = e.b.use_var(accs[u]);
                     let a = e.b.ins().fma(x, w, a);
                     e.b.def_var(accs[u], a);
                 }
-                if t + 1 < kh * kw {
-                    barrier(e, never, &vars);
-                }
             }
         }
+        let post = self.post.map(|p| {
+            let (a, off) = at(e, wb, p as i64 * 4);
+            let scale = e.b.ins().load(ty, mem(), a, off);
+            let shift = e.b.ins().load(ty, mem(), a, off + cp4 as i32);
+            (scale, shift)
+        });
         let os4 = self.out.stride as i64 * 4;
-        let (out, residual) = match shift {
-            Some((_, s)) => (e.b.ins().iadd(g.out, s), g.residual.map(|r| e.b.ins().iadd(r, s))),
-            None => (g.out, g.residual),
-        };
+        let rs4 = self.epilogue.residual.map_or(0, |r| r.stride as i64 * 4);
+        let out = e.b.ins().iadd(t.out, cb);
+        let residual = t.residual.map(|r| e.b.ins().iadd(r, cb));
         for (u, &x) in xs.iter().enumerate() {
             let v = e.b.use_var(accs[u]);
-            let off = (x * os4) as i32;
-            finish(e, &self.epilogue, v, residual.map(|r| (r, off)), (out, off));
+            let residual = residual.map(|r| (r, (x * rs4) as i32));
+            finish(e, &self.epilogue, v, residual, post, (out, (x * os4) as i32));
         }
     }
 }

@@ -2,26 +2,34 @@
 //! the 3x3 stride-2 stems (3 input channels), SqueezeNet's 7x7/2 and 3x3 expand layers, EffNet's
 //! 2x1 stride [1, 2] conv; any kernel size, stride, padding and dilation.
 //!
+//! ```text
+//! Direct::new(c: &Conv, input: Buf, out: Buf, weight: &[f32], bias: Option<&[f32]>,
+//!             epilogue: Epilogue, post: Option<(&[f32], &[f32])>, pack: &mut Packer) -> Direct
+//! ```
+//!
+//! computes `out = act(conv(input) + bias + residual) * scale + shift` (see [`Epilogue`]), with
+//! `weight` in PyTorch's layout `[Cout][Cin][kh][kw]`, `bias`, `scale` and `shift` `[Cout]`.
+//! `input`, `out` and the residual may be channel slices of wider buffers (`stride > c`): the
+//! kernel reads and writes only their channels. The output must not overlap the input or the
+//! residual.
+//!
 //! Output channels are taken in blocks of 8 (two f32x4 accumulators per output pixel), and
 //! `PIXELS` output pixels of a row are computed together: a register tile of `2 * PIXELS`
 //! accumulators. Each step `(kh, kw, cin)` loads the block's two weight vectors and, per pixel,
 //! broadcasts one input value into two fmas. A work item is one output row `(n, y)`; within it
 //! the channel blocks are outer and the columns inner, interior columns in a loop without bounds
 //! checks, border columns unrolled with only their in-bounds taps. Rows of the window in the
-//! padding point at a zero row (see `depthwise.rs`).
+//! padding point at a zero row (`row_pointers` in `window.rs`).
 //!
 //! Weights are packed `[Cout / 8 rounded up][kh][kw][Cin][8]`, zero padded, so the last, partial
-//! block computes its padded lanes from zeros and stores only the real ones.
+//! block computes its padded lanes from zeros and stores only the real ones. The bias is packed
+//! `[Cout rounded up to 8]`, the post affine `[scale; Cout rounded up][shift; Cout rounded up]`.
 
-use super::window::{
-    barrier, finish, interior, mem, opaque_false, pixel_row, row_pointers, Epilogue, MAX_BORDER_COLUMNS,
-};
-use super::{conv, tensor, Kernel, Packer};
+use super::window::{at, barrier, finish, interior, mem, opaque_false, pack_post, pixel_row, row_pointers, Epilogue};
+use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
 use crate::ir::op::{Conv, Hw, Pad};
-use crate::ir::Node;
-use crate::runtime::Weights;
 use cranelift_codegen::ir::{types::Type, InstBuilder, Value};
 use cranelift_frontend::Variable;
 
@@ -45,14 +53,18 @@ pub struct Direct {
     weights: usize,
     /// Packed bias `[blocks * 8]`.
     bias: Option<usize>,
+    /// Packed post affine `[scale; blocks * 8][shift; blocks * 8]`.
+    post: Option<usize>,
     /// A zero row of `input.w * input.stride` elements.
     zero: usize,
     epilogue: Epilogue,
 }
 
 impl Direct {
-    /// `weight` is in PyTorch's layout `[Cout][Cin][kh][kw]`, `bias` `[Cout]`. `c.groups` must
-    /// be 1.
+    /// `weight` is in PyTorch's layout `[Cout][Cin][kh][kw]`, `bias` `[Cout]`, `post` the
+    /// per-output-channel `(scale, shift)` applied after the activation. `c.groups` must be 1;
+    /// `input`, `out` and the residual may have a pixel stride larger than their channel count.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         c: &Conv,
         input: Buf,
@@ -60,9 +72,11 @@ impl Direct {
         weight: &[f32],
         bias: Option<&[f32]>,
         epilogue: Epilogue,
+        post: Option<(&[f32], &[f32])>,
         pack: &mut Packer,
     ) -> Direct {
         assert!(c.groups == 1 && out.c == c.out_channels, "not a dense convolution");
+        epilogue.check(&out);
         let (cin, cout) = (input.c, c.out_channels);
         let (kh, kw) = (c.kernel.0, c.kernel.1);
         let blocks = cout.div_ceil(BLOCK);
@@ -85,6 +99,7 @@ impl Direct {
             v.resize(blocks * BLOCK, 0.0);
             pack.push(&v)
         });
+        let post = pack_post(post, cout, blocks * BLOCK, pack);
         let zero = pack.push(&vec![0.0; (input.w * input.stride).max(1)]);
         Direct {
             input,
@@ -95,34 +110,21 @@ impl Direct {
             dilation: c.dilation,
             weights,
             bias,
+            post,
             zero,
             epilogue,
         }
+    }
+
+    /// Elements from a packed scale to its shift: the output channels rounded up to blocks.
+    fn post_stride(&self) -> usize {
+        self.out.c.div_ceil(BLOCK) * BLOCK
     }
 
     /// Steps per output channel block: `kh * kw * cin`.
     fn steps(&self) -> usize {
         self.kernel.0 * self.kernel.1 * self.input.c
     }
-}
-
-/// Lowers a dense convolution; a node with an unusually wide padded border goes to the scalar
-/// convolution instead.
-pub fn lower(node: &Node, c: &Conv, input: Buf, out: Buf, w: &Weights, pack: &mut Packer) -> Box<dyn Kernel> {
-    let (x0, x1) = interior(out.w, input.w, c.kernel.1, c.stride.1, c.dilation.1, c.pad.left);
-    if x0 + (out.w as i64 - x1) > MAX_BORDER_COLUMNS {
-        return conv::lower(node, c, input, out, w, pack);
-    }
-    let bias = c.bias.then(|| tensor(w, node, "bias"));
-    Box::new(Direct::new(
-        c,
-        input,
-        out,
-        tensor(w, node, "weight"),
-        bias,
-        Epilogue::default(),
-        pack,
-    ))
 }
 
 /// One channel block's sweep: byte addresses with the block's channel offset applied.
@@ -135,6 +137,8 @@ struct Block {
     /// The block's packed weights, step 0.
     weights: Value,
     bias: [Value; 2],
+    /// The packed weights buffer plus the block's channel offset (for the bias and post affine).
+    channels: Value,
     /// Real output channels of the block (8 except in the last block).
     lanes: usize,
 }
@@ -201,11 +205,12 @@ impl Direct {
         let wb = e.b.ins().imul_imm_s(b, (self.steps() * BLOCK * 4) as i64);
         let wb = e.b.ins().iadd(e.weights, wb);
         let weights = e.b.ins().iadd_imm_s(wb, self.weights as i64 * 4);
+        let channels = e.b.ins().iadd(e.weights, cb);
         let bias = match self.bias {
             Some(off) => {
-                let at = e.b.ins().iadd(e.weights, cb);
-                let lo = e.b.ins().load(F32X4, mem(), at, off as i32 * 4);
-                let hi = e.b.ins().load(F32X4, mem(), at, off as i32 * 4 + 16);
+                let (a, o) = at(e, channels, off as i64 * 4);
+                let lo = e.b.ins().load(F32X4, mem(), a, o);
+                let hi = e.b.ins().load(F32X4, mem(), a, o + 16);
                 [lo, hi]
             }
             None => {
@@ -218,6 +223,7 @@ impl Direct {
             out,
             residual,
             weights,
+            channels,
             bias,
             lanes,
         };
@@ -240,11 +246,13 @@ impl Direct {
             let (s, t) = (e.int(x0), e.int(loop_end));
             let in_step = self.stride.1 as i64 * self.input.stride as i64 * 4;
             let out_step = self.out.stride as i64 * 4;
+            let res_step = self.epilogue.residual.map(|r| r.stride as i64 * 4);
             let xs: Vec<i64> = (0..p).collect();
             e.for_range(s, t, p, |e, x| {
                 let si = e.b.ins().imul_imm_s(x, in_step);
                 let so = e.b.ins().imul_imm_s(x, out_step);
-                self.pixels(e, never, &blk, Some((si, so)), &xs);
+                let sr = res_step.map(|step| e.b.ins().imul_imm_s(x, step));
+                self.pixels(e, never, &blk, Some((si, so, sr)), &xs);
             });
         }
         let right: Vec<i64> = (loop_end..ow).collect();
@@ -256,14 +264,21 @@ impl Direct {
     /// Computes and stores output columns `xs` of a channel block. With `shift` (input and output
     /// byte offsets of the loop's column), `xs` are relative to that column and lie in the
     /// interior; without it they are absolute and only their in-bounds taps are emitted.
-    fn pixels(&self, e: &mut Emit, never: Value, blk: &Block, shift: Option<(Value, Value)>, xs: &[i64]) {
+    fn pixels(
+        &self,
+        e: &mut Emit,
+        never: Value,
+        blk: &Block,
+        shift: Option<(Value, Value, Option<Value>)>,
+        xs: &[i64],
+    ) {
         let (kh, kw, cin) = (self.kernel.0 as i64, self.kernel.1 as i64, self.input.c as i64);
         let (sw, dw, pl) = (self.stride.1 as i64, self.dilation.1 as i64, self.pad.left as i64);
         let iw = self.input.w as i64;
         let is4 = self.input.stride as i64 * 4;
         let bytes = (BLOCK * 4) as i64;
         let rows: Vec<Value> = match shift {
-            Some((s, _)) => blk.rows.iter().map(|&r| e.b.ins().iadd(r, s)).collect(),
+            Some((s, _, _)) => blk.rows.iter().map(|&r| e.b.ins().iadd(r, s)).collect(),
             None => blk.rows.clone(),
         };
         let accs: Vec<[Variable; 2]> = xs
@@ -328,22 +343,44 @@ impl Direct {
             }
         }
         let os4 = self.out.stride as i64 * 4;
+        let rs4 = self.epilogue.residual.map_or(0, |r| r.stride as i64 * 4);
         let (out, residual) = match shift {
-            Some((_, s)) => (e.b.ins().iadd(blk.out, s), blk.residual.map(|r| e.b.ins().iadd(r, s))),
+            Some((_, so, sr)) => (
+                e.b.ins().iadd(blk.out, so),
+                blk.residual.zip(sr).map(|(r, sr)| e.b.ins().iadd(r, sr)),
+            ),
             None => (blk.out, blk.residual),
         };
+        // The post affine's scales and shifts of the block's two halves.
+        let post: Option<[(Value, Value); 2]> = self.post.map(|p| {
+            let (a, o) = at(e, blk.channels, p as i64 * 4);
+            let shift = (self.post_stride() * 4) as i32;
+            [0, 16].map(|h| {
+                let scale = e.b.ins().load(F32X4, mem(), a, o + h);
+                let shift = e.b.ins().load(F32X4, mem(), a, o + shift + h);
+                (scale, shift)
+            })
+        });
         for (acc, &x) in accs.iter().zip(xs) {
             for (h, &var) in acc.iter().enumerate() {
                 let v = e.b.use_var(var);
                 let off = (x * os4) as i32 + 16 * h as i32;
+                let roff = (x * rs4) as i32 + 16 * h as i32;
                 let lanes = blk.lanes.saturating_sub(4 * h).min(4);
                 if lanes == 4 {
-                    finish(e, &self.epilogue, v, residual.map(|r| (r, off)), (out, off));
+                    let post = post.map(|p| p[h]);
+                    finish(e, &self.epilogue, v, residual.map(|r| (r, roff)), post, (out, off));
                 } else {
                     for l in 0..lanes {
                         let s = e.b.ins().extractlane(v, l as u8);
-                        let o = off + 4 * l as i32;
-                        finish(e, &self.epilogue, s, residual.map(|r| (r, o)), (out, o));
+                        let post = post.map(|p| {
+                            let (scale, shift) = p[h];
+                            let scale = e.b.ins().extractlane(scale, l as u8);
+                            let shift = e.b.ins().extractlane(shift, l as u8);
+                            (scale, shift)
+                        });
+                        let (o, ro) = (off + 4 * l as i32, roff + 4 * l as i32);
+                        finish(e, &self.epilogue, s, residual.map(|r| (r, ro)), post, (out, o));
                     }
                 }
             }

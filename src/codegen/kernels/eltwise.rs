@@ -1,14 +1,12 @@
 //! Elementwise and data-movement kernels over NHWC buffers: batchnorm (as a per-channel scale
-//! and shift), activations, residual add, channel copies (concat, slice, shuffle), flatten to
-//! NCHW order, and softmax. A work item is one pixel (a flat tensor's row), except for flatten,
-//! where it is one batch item.
+//! and shift), activations, residual add, channel gathers (a concat, slice or shuffle that could
+//! not be a view, and inputs staged for a kernel), flatten to NCHW order, and softmax. A work
+//! item is one pixel (a flat tensor's row), except for flatten, where it is one batch item.
 
-use super::{tensor, Kernel, Packer};
+use super::Kernel;
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
 use crate::ir::op::Activation;
-use crate::ir::Node;
-use crate::runtime::Weights;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 /// Emits `body(channel, type)` for channels `0..count`: f32x4 steps, then single f32s.
@@ -98,25 +96,8 @@ impl Kernel for Add {
 pub struct ScaleShift {
     pub input: Buf,
     pub out: Buf,
-    /// Offset of `scale`, followed by `shift`, in the packed weights.
+    /// Offset of `scale`, followed by `shift` (`c` floats each), in the packed weights.
     pub params: usize,
-}
-
-pub fn lower_batchnorm(node: &Node, eps: f32, input: Buf, out: Buf, w: &Weights, pack: &mut Packer) -> Box<dyn Kernel> {
-    let (gamma, beta) = (tensor(w, node, "gamma"), tensor(w, node, "beta"));
-    let (mean, var) = (tensor(w, node, "mean"), tensor(w, node, "var"));
-    let c = out.c;
-    let mut params = vec![0.0f32; 2 * c];
-    for k in 0..c {
-        let scale = gamma[k] / (var[k] + eps).sqrt();
-        params[k] = scale;
-        params[c + k] = beta[k] - mean[k] * scale;
-    }
-    Box::new(ScaleShift {
-        input,
-        out,
-        params: pack.push(&params),
-    })
 }
 
 impl Kernel for ScaleShift {
@@ -166,58 +147,34 @@ pub struct Copy {
 }
 
 impl Copy {
-    pub fn concat(ins: &[Buf], out: Buf) -> Copy {
-        let mut at = 0;
-        let moves = ins
-            .iter()
-            .map(|b| {
-                let m = Move {
-                    src: *b,
-                    src_c: 0,
-                    src_step: 1,
-                    dst_c: at,
-                    dst_step: 1,
-                    len: b.c,
+    /// Output channels in order from `parts`: each a buffer (at slot 0) and the slots of the
+    /// channels taken from it. Runs of evenly spaced slots become one move each.
+    pub fn gather(parts: &[(Buf, Vec<usize>)], out: Buf) -> Copy {
+        let mut moves = Vec::new();
+        let mut dst = 0;
+        for (src, slots) in parts {
+            let mut k = 0;
+            while k < slots.len() {
+                let step = match slots.get(k + 1) {
+                    Some(&next) if next > slots[k] => next - slots[k],
+                    _ => 1,
                 };
-                at += b.c;
-                m
-            })
-            .collect();
-        Copy {
-            moves,
-            out,
-            flatten: false,
+                let mut len = 1;
+                while k + len < slots.len() && slots[k + len] == slots[k] + len * step {
+                    len += 1;
+                }
+                moves.push(Move {
+                    src: *src,
+                    src_c: slots[k],
+                    src_step: step,
+                    dst_c: dst,
+                    dst_step: 1,
+                    len,
+                });
+                dst += len;
+                k += len;
+            }
         }
-    }
-
-    pub fn slice(input: Buf, start: usize, out: Buf) -> Copy {
-        Copy {
-            moves: vec![Move {
-                src: input,
-                src_c: start,
-                src_step: 1,
-                dst_c: 0,
-                dst_step: 1,
-                len: out.c,
-            }],
-            out,
-            flatten: false,
-        }
-    }
-
-    /// Output channel `j * groups + i` is input channel `i * (C / groups) + j`.
-    pub fn shuffle(input: Buf, groups: usize, out: Buf) -> Copy {
-        let per = input.c / groups;
-        let moves = (0..groups)
-            .map(|i| Move {
-                src: input,
-                src_c: i * per,
-                src_step: 1,
-                dst_c: i,
-                dst_step: groups,
-                len: per,
-            })
-            .collect();
         Copy {
             moves,
             out,

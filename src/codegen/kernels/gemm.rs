@@ -1,51 +1,84 @@
 //! Matrix multiply for 1x1 convolutions (stride 1, no padding, any group count) and dense layers.
 //!
-//! Per group `g`, for every row `p` (a pixel of an NHWC tensor, or a batch row of a dense layer):
+//! Per group `g`, for every row `p` (a pixel of an NHWC tensor, or a batch row of a dense layer),
+//! with logical channel indices:
 //!
 //! ```text
-//! out[p, g*N + o] = act(bias[g*N + o] + sum_k in[p, g*K + k] * W[g*N + o][k] + residual[p, g*N + o])
+//! acc = bias[g*N + o] + sum_k in[p, g*K + k] * W[g*N + o][k] + residual[p, g*N + o]
+//! out[p, g*N + o] = act(acc) * scale[g*N + o] + shift[g*N + o]
 //! ```
 //!
 //! with `M` rows, `K` input channels per group and `N` output channels per group. One kernel
-//! covers all groups of a grouped 1x1 convolution (ShuffleNet).
+//! covers all groups of a grouped 1x1 convolution (ShuffleNet). Bias, residual and the
+//! post-activation affine (`scale`, `shift`) are optional; see [`GemmSpec`].
+//!
+//! # Channel slots
+//!
+//! Each tensor may keep its logical channels at any distinct positions ("slots") inside a pixel:
+//! logical channel `i` of pixel `p` is at element `buf.offset + p * buf.stride + slots[i]`. The
+//! kernel works in *packed order*: per group, the input channels sorted by input slot and the
+//! output channels sorted by output slot. The weights, bias and affine are permuted into that
+//! order when they are packed, so a permutation of a contiguous range of channels costs nothing.
+//!
+//! - K axis: a group's sorted input slots, relative to the first one, are split into [`KRun`]s.
+//!   Up to [`FULL_UNROLL`] channels every k-step is unrolled at its own constant offset. Beyond,
+//!   arithmetic runs of at least [`MIN_LOOP_RUN`] slots (`start + i * step`; `step = 1` when the
+//!   slots are contiguous) get a k-loop of four steps at a time, and the channels between such
+//!   runs are unrolled one by one; past [`MAX_UNROLLED_STEPS`] such channels, a loop reads their
+//!   offsets from a table packed with the weights instead.
+//! - N axis: a group's output columns are cut into panels of [`NR`] (8). Consecutive full panels
+//!   whose output slots (and residual slots, if any) continue one arithmetic sequence share one
+//!   panel loop; any other panel (the narrow last one, or one whose slots are irregular) gets its
+//!   own code with a constant slot per column, except that past [`MAX_SINGLE_PANELS`] irregular
+//!   panels in a group, consecutive ones share a loop that reads their slots from a table. A
+//!   store (or residual load) is one f32x4 where four consecutive columns have four consecutive
+//!   slots, and per lane otherwise.
+//! - Groups: when every group has the same plan relative to its first slots and those first
+//!   slots step by a constant from group to group, one loop covers the groups; otherwise each
+//!   group gets its own code.
+//!
+//! With no slots (identity), this is one contiguous K run, one panel loop and a narrow panel,
+//! and a loop over groups.
 //!
 //! # Weights
 //!
-//! Packed at compile time into panels of [`Tile::nr`] (8) output channels: panel `(g, j)` holds
-//! `W[g*N + j*8 + c][k]` at `((g * panels + j) * K + k) * 8 + c`, so one k-step of a tile reads
-//! 8 consecutive floats. The last panel of a group is padded with zero columns. The bias is packed
-//! per group into `panels * 8` floats, padded with zeros, so it is read as whole vectors.
+//! Packed at compile time into panels of [`Tile::nr`] (8) output columns: panel `(g, j)` holds
+//! column `c` (packed output position `j*8 + c` of group `g`) of packed input position `kk` at
+//! `((g * panels + j) * K + kk) * 8 + c`, so one k-step of a tile reads 8 consecutive floats.
+//! The last panel of a group is padded with zero columns. The bias and the affine's scale and
+//! shift are packed per group into `panels * 8` floats in the same column order, zero-padded, so
+//! they are read as whole vectors.
 //!
 //! # Work items and loop nest
 //!
 //! An item is a block of [`Tile::mr`] (4) rows; `work_per_item` counts its multiply-accumulates.
-//! The code for items `begin..end` walks chunks of row blocks (sized so a chunk of input rows and of
-//! output rows stays in cache), and inside a chunk: groups, then weight panels, then the row blocks
-//! of the chunk. A panel is thus read from L1 by every block of the chunk. The last, short row
-//! block (when `M` is not a multiple of 4) and the last, narrow panel (when `N` is not a multiple of
-//! 8) get their own copies of the tile, specialized to their valid rows and columns. Every row is
-//! computed by the same code whatever the range, so results do not depend on how items are split
-//! between threads.
+//! The code for items `begin..end` walks chunks of row blocks, and inside a chunk: groups, then
+//! weight panels, then the row blocks of the chunk, so each panel is read from L1 by every block
+//! of the chunk (see `Gemm::chunk_blocks` for the sizes: one block when the weights fit in L1,
+//! all rows at once when the weights are large and the input small). When `M` is not a multiple
+//! of 4, the last item is a short block of `M % 4` rows, walked through the panels downwards
+//! (those read last are still in cache); its tiles span up to `4 / rows` panels, so they still
+//! keep 8 accumulators. Every row is computed by the same code whatever the range, so results do
+//! not depend on how items are split between threads.
 //!
 //! # The register tile
 //!
 //! The innermost computation sits behind [`Tile`]; the loop nests above only compute addresses
 //! and hand a [`TileArgs`] to [`Tile::compute`]:
 //!
-//! - `load_bias(rows, cols, bias)`: start the accumulators of a `rows x cols` tile (at most
-//!   `mr x nr`) at the bias vector, or at zero;
-//! - `k_step(a, panel, k)`: `acc[r][c] += a[r][k] * panel[k][c]`, with `a` the row addresses and
-//!   `k` a constant element index;
+//! - `load_bias(args)`: start the accumulators of a `rows x cols` tile at the bias vector, or at
+//!   zero; a full tile is `mr x nr`, a short one (fewer rows) may span several panels;
+//! - `k_step(a, a_offset, panel, panel_offset)`: `acc[r][c] += a[r][a_offset] * panel[c]`, with
+//!   `a` the row addresses and constant byte offsets;
 //! - `accumulators` / `set_accumulators`: the values that carry the tile's state, so the default
 //!   `compute` can pass them through block parameters (k-loop and the scheduling barrier);
-//! - `epilogue(residual, act)`: in registers, add the residual rows (if any) and apply the
-//!   activation;
-//! - `store(out)`: write the valid rows and columns.
+//! - `finish(args)`: in registers, add the residual, apply the activation and the affine, and
+//!   write the valid rows and columns, each column at its own slot.
 //!
-//! The provided `compute` drives these: K is fully unrolled up to [`FULL_UNROLL`] and looped four
-//! steps at a time beyond. Each k-step ends in a conditional branch on a value that is always true
-//! at run time, with the accumulators as block arguments: without it, Cranelift's e-graph pass
-//! sinks every FMA below all the loads of the unrolled tile and the tile spills.
+//! The provided `compute` drives these. Each unrolled k-step ends in a conditional branch on a
+//! value that is always true at run time, with the accumulators as block arguments: without it,
+//! Cranelift's e-graph pass sinks every FMA below all the loads of the unrolled tile and the tile
+//! spills.
 //!
 //! [`F32x4Tile`] is the portable tile: 4 rows x 8 columns, 8 f32x4 accumulators, one broadcast per
 //! input element reused across the two weight vectors. A wider tile for x86-64 (AVX2/AVX-512) can
@@ -53,49 +86,321 @@
 //! `compute` as a whole (for example with a call into a native micro-kernel that receives the same
 //! addresses); the packing only depends on `nr`.
 
-use super::{tensor, Kernel, Packer};
+use super::window::zero_of;
+use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
-use crate::ir::op::{Activation, Conv};
-use crate::ir::Node;
-use crate::runtime::Weights;
+use crate::ir::op::Activation;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{BlockArg, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, types::Type, BlockArg, InstBuilder, MemFlagsData, Value};
+use std::collections::HashMap;
 
 /// Rows (pixels) of a tile: one work item.
 pub const MR: usize = 4;
 /// Columns (output channels) of a tile and of a packed weight panel.
 pub const NR: usize = 8;
-/// K up to which the k-steps are fully unrolled; beyond, a loop of four steps.
+/// K up to which the k-steps are fully unrolled.
 pub const FULL_UNROLL: usize = 96;
+/// Shortest arithmetic run of input slots that gets its own k-loop when K is not fully unrolled.
+pub const MIN_LOOP_RUN: usize = 16;
+/// Unrolled k-steps per group above which irregular stretches of input slots read their offsets
+/// from a table instead (bounds the code size; such tiles are slower).
+pub const MAX_UNROLLED_STEPS: usize = 512;
+/// Full panels with irregular slots per group above which consecutive ones share a loop that
+/// reads their slots from a table (bounds the code size; their stores are per lane anyway).
+pub const MAX_SINGLE_PANELS: usize = 4;
 
 fn flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
-/// Loads of memory the kernel never writes (weights, input rows, residual rows): pure for the
-/// mid-end, so each load is placed next to its use and can fold into a broadcast or an FMA.
+/// Loads of memory the kernel never writes (weights, input rows): pure for the mid-end, so each
+/// load is placed next to its use and can fold into a broadcast or an FMA. The residual may be
+/// the output itself, so its loads use `flags()` and keep their order with the stores.
 fn ro() -> MemFlagsData {
     flags().with_readonly().with_can_move()
 }
 
+/// Where the logical channels of a tensor sit inside each pixel: logical channel `i` of pixel `p`
+/// is at arena element `buf.offset + p * buf.stride + slots[i]` (with `p` the pixel index of
+/// [`Buf::at`]). `None` means `slots[i] == i`.
+///
+/// `Buf::c` is the logical channel count. Slots are distinct and `< buf.stride`. The input has
+/// `groups * K` channels, the output (and the residual) `groups * N`, all with the same number
+/// of pixels; logical channel `g*K + k` is input `k` of group `g`, `g*N + o` output `o` of group
+/// `g`.
+///
+/// The output must not share arena elements with the input (they may share pixels, at disjoint
+/// slots). It may share elements with the residual only where both hold the same logical
+/// channel, for an in-place `out = act(out + ...)`.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmSpec<'a> {
+    pub input: Buf,
+    pub in_slots: Option<&'a [usize]>,
+    pub out: Buf,
+    pub out_slots: Option<&'a [usize]>,
+    pub groups: usize,
+    /// `[groups * n][k]`, row-major (PyTorch layout)
+    pub weight: &'a [f32],
+    /// `[groups * n]`
+    pub bias: Option<&'a [f32]>,
+    /// A tensor of the output's logical shape added before the activation, with its own slots.
+    pub residual: Option<(Buf, Option<&'a [usize]>)>,
+    pub act: Option<Activation>,
+    /// Per logical output channel `(scale, shift)` applied after the activation:
+    /// out = act(acc + bias + residual) * scale + shift  (a batchnorm that follows an activation)
+    pub post: Option<(&'a [f32], &'a [f32])>,
+}
+
+/// A stretch of a group's K axis in packed order (input channels sorted by slot). Offsets are
+/// elements relative to the group's first input slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KRun {
+    /// One unrolled k-step per offset.
+    Steps(Vec<usize>),
+    /// `len` k-steps at offsets `start + i * step`, walked four at a time by a loop.
+    Loop { start: usize, step: usize, len: usize },
+    /// `len` k-steps walked four at a time by a loop that reads each step's offset from a table
+    /// of `u32` at element `table` of the packed weights: slower than the other two, but compact
+    /// for long irregular stretches (see [`MAX_UNROLLED_STEPS`]).
+    Table { table: usize, len: usize },
+}
+
+/// Splits a group's sorted input offsets into runs (see the module documentation).
+fn k_runs(offsets: &[usize]) -> Vec<KRun> {
+    if offsets.len() <= FULL_UNROLL {
+        return vec![KRun::Steps(offsets.to_vec())];
+    }
+    let mut runs = Vec::new();
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < offsets.len() {
+        let step = offsets.get(i + 1).map_or(1, |&next| next - offsets[i]);
+        let mut j = i + 1;
+        while j < offsets.len() && offsets[j] - offsets[j - 1] == step {
+            j += 1;
+        }
+        if j - i >= MIN_LOOP_RUN {
+            if !steps.is_empty() {
+                runs.push(KRun::Steps(std::mem::take(&mut steps)));
+            }
+            runs.push(KRun::Loop {
+                start: offsets[i],
+                step,
+                len: j - i,
+            });
+        } else {
+            steps.extend_from_slice(&offsets[i..j]);
+        }
+        i = j;
+    }
+    if !steps.is_empty() {
+        runs.push(KRun::Steps(steps));
+    }
+    runs
+}
+
+/// A stretch of a group's panels and where their columns go. Slots are relative to the group's
+/// output (residual) base slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PanelRun {
+    /// `count` full panels from `first`: column `c` of panel `first + i` is stored at slot
+    /// `out + (i * NR + c) * out_step` and reads the residual at `res + (i * NR + c) * res_step`.
+    Affine {
+        first: usize,
+        count: usize,
+        out: i64,
+        out_step: i64,
+        res: i64,
+        res_step: i64,
+    },
+    /// One panel with `out.len()` columns, each at its own output and residual slot.
+    Single { panel: usize, out: Vec<i64>, res: Vec<i64> },
+    /// `count` full panels from `first` whose slots are read at run time: for panel `first + i`,
+    /// `NR` output slots then `NR` residual slots, `u32`, at element `table + 2 * NR * i` of the
+    /// packed weights (see [`MAX_SINGLE_PANELS`]).
+    Table { first: usize, count: usize, table: usize },
+}
+
+/// The step of an arithmetic sequence, if `v` is one.
+fn arithmetic(v: &[i64]) -> Option<i64> {
+    let step = v.get(1).map_or(1, |&x| x - v[0]);
+    v.windows(2).all(|w| w[1] - w[0] == step).then_some(step)
+}
+
+/// Groups a group's panels into runs, from the relative output and residual slots of its
+/// columns in packed order.
+fn panel_runs(out: &[i64], res: &[i64]) -> Vec<PanelRun> {
+    let n = out.len();
+    let mut runs: Vec<PanelRun> = Vec::new();
+    for j in 0..n.div_ceil(NR) {
+        let cols = j * NR..n.min((j + 1) * NR);
+        let (o, r) = (&out[cols.clone()], &res[cols.clone()]);
+        let affine = if cols.len() == NR {
+            arithmetic(o).zip(arithmetic(r))
+        } else {
+            None
+        };
+        let Some((os, rs)) = affine else {
+            runs.push(PanelRun::Single {
+                panel: j,
+                out: o.to_vec(),
+                res: r.to_vec(),
+            });
+            continue;
+        };
+        if let Some(PanelRun::Affine {
+            first,
+            count,
+            out,
+            out_step,
+            res,
+            res_step,
+        }) = runs.last_mut()
+        {
+            let next = (*count * NR) as i64;
+            if *first + *count == j
+                && (*out_step, *res_step) == (os, rs)
+                && (*out + next * os, *res + next * rs) == (o[0], r[0])
+            {
+                *count += 1;
+                continue;
+            }
+        }
+        runs.push(PanelRun::Affine {
+            first: j,
+            count: 1,
+            out: o[0],
+            out_step: os,
+            res: r[0],
+            res_step: rs,
+        });
+    }
+    runs
+}
+
+/// Replaces each stretch of two or more consecutive full `Single` panels by a `Table` run whose
+/// table (`NR` output then `NR` residual slots per panel) `push` stores and locates.
+fn tabulate(runs: Vec<PanelRun>, mut push: impl FnMut(&[usize]) -> usize) -> Vec<PanelRun> {
+    let mut out = Vec::with_capacity(runs.len());
+    let mut pending: Vec<PanelRun> = Vec::new();
+    let mut flush = |pending: &mut Vec<PanelRun>, out: &mut Vec<PanelRun>| {
+        if pending.len() >= 2 {
+            let mut slots = Vec::with_capacity(pending.len() * 2 * NR);
+            let mut first = usize::MAX;
+            for run in pending.iter() {
+                if let PanelRun::Single { panel, out, res } = run {
+                    first = first.min(*panel);
+                    slots.extend(out.iter().chain(res).map(|&x| x as usize));
+                }
+            }
+            out.push(PanelRun::Table {
+                first,
+                count: pending.len(),
+                table: push(&slots),
+            });
+            pending.clear();
+        } else {
+            out.append(pending);
+        }
+    };
+    for run in runs {
+        match run {
+            PanelRun::Single { ref out, .. } if out.len() == NR => pending.push(run),
+            _ => {
+                flush(&mut pending, &mut out);
+                out.push(run);
+            }
+        }
+    }
+    flush(&mut pending, &mut out);
+    out
+}
+
+/// Packs `offsets` as `u32` (bit patterns in the f32 buffer) unless `tables` already holds them;
+/// returns their element offset.
+fn push_table(pack: &mut Packer, tables: &mut HashMap<Vec<usize>, usize>, offsets: &[usize]) -> usize {
+    *tables.entry(offsets.to_vec()).or_insert_with(|| {
+        let bits: Vec<f32> = offsets
+            .iter()
+            .map(|&o| f32::from_bits(u32::try_from(o).expect("slot offsets fit in u32")))
+            .collect();
+        pack.push(&bits)
+    })
+}
+
+/// The code shape of one group: its K runs and panel runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GroupPlan {
+    k: Vec<KRun>,
+    panels: Vec<PanelRun>,
+}
+
+/// The first input, output and residual slot of a group (elements within a pixel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bases {
+    input: i64,
+    out: i64,
+    res: i64,
+}
+
+/// The slots of `buf`'s channels, checked.
+fn slots_of(slots: Option<&[usize]>, buf: &Buf, what: &str) -> Vec<usize> {
+    match slots {
+        None => {
+            assert!(buf.c <= buf.stride, "{what}: channels fit in the pixel stride");
+            (0..buf.c).collect()
+        }
+        Some(s) => {
+            assert_eq!(s.len(), buf.c, "{what}: one slot per channel");
+            let mut seen = vec![false; buf.stride];
+            for &x in s {
+                assert!(
+                    x < buf.stride,
+                    "{what}: slot {x} beyond the pixel stride {}",
+                    buf.stride
+                );
+                assert!(!seen[x], "{what}: slot {x} used twice");
+                seen[x] = true;
+            }
+            s.to_vec()
+        }
+    }
+}
+
+/// Element offsets of a tile's columns from its row addresses.
+#[derive(Clone, Debug)]
+pub enum Cols {
+    /// One constant offset per column.
+    Fixed(Vec<i64>),
+    /// One `u32` offset per column, read at run time from this address.
+    Table(Value),
+}
+
 /// The addresses and constants of one tile.
-pub struct TileArgs {
-    /// Valid rows (`1..=mr`) and columns (`1..=nr`).
+pub struct TileArgs<'a> {
+    /// Valid rows (`1..=mr`) and columns (`1..=nr`, or up to `nr * mr / rows` when a short tile
+    /// spans several panels).
     pub rows: usize,
     pub cols: usize,
-    /// Address of element `k = 0` of each valid input row.
+    /// Address of the group's first input slot in each valid row.
     pub a: Vec<Value>,
-    /// Address of the tile's packed weight panel (`K x nr` floats).
+    /// The K axis, in the order of the panel's rows.
+    pub k_runs: &'a [KRun],
+    /// Address of the tile's first packed weight panel (`K x nr` floats); the next panels follow
+    /// `panel_bytes` apart.
     pub panel: Value,
-    pub k: usize,
-    /// Address of the panel's `nr` bias values (zero-padded).
+    pub panel_bytes: i32,
+    /// Address of the tile's bias values (zero-padded, `nr` per panel, contiguous).
     pub bias: Option<Value>,
-    /// Address of column 0 of each valid residual row.
-    pub residual: Option<Vec<Value>>,
+    /// Addresses of the tile's scale and shift values (as the bias).
+    pub post: Option<(Value, Value)>,
+    /// Per valid row, an address in the residual row, and per column the element offset from it.
+    pub residual: Option<(Vec<Value>, Cols)>,
     pub act: Option<Activation>,
-    /// Address of column 0 of each valid output row.
+    /// Per valid row, an address in the output row, and per column the element offset from it.
     pub out: Vec<Value>,
+    pub out_cols: Cols,
     /// An i8 condition that is true at run time: the scheduling barrier branches on it.
     pub always: Value,
 }
@@ -106,93 +411,169 @@ pub trait Tile {
     fn mr(&self) -> usize;
     /// Columns of a full tile: the width of a packed weight panel.
     fn nr(&self) -> usize;
-    /// Starts a `rows x cols` tile with the bias at `bias` (or zero).
-    fn load_bias(&mut self, e: &mut Emit, rows: usize, cols: usize, bias: Option<Value>);
-    /// `acc[r][c] += a[r][k] * panel[k][c]`.
-    fn k_step(&mut self, e: &mut Emit, a: &[Value], panel: Value, k: usize);
+    /// Starts the tile of `t` (`t.rows x t.cols`) with the bias (or zero).
+    fn load_bias(&mut self, e: &mut Emit, t: &TileArgs);
+    /// `acc[r][c] += f32 at (a[r] + a_offset) * f32 at (panel + panel_offset + 4c)`, byte offsets,
+    /// with column `c` of a multi-panel tile in panel `c / nr` (`t.panel_bytes` apart).
+    fn k_step(&mut self, e: &mut Emit, a: &[Value], a_offset: i32, panel: Value, panel_offset: i32);
     /// The values holding the tile's state.
     fn accumulators(&self) -> Vec<Value>;
     /// Replaces the state by `values` (same count and types as `accumulators`).
     fn set_accumulators(&mut self, values: &[Value]);
-    /// Adds the residual rows and applies the activation, in registers.
-    fn epilogue(&mut self, e: &mut Emit, residual: Option<&[Value]>, act: Option<Activation>);
-    /// Stores the valid rows and columns.
-    fn store(&self, e: &mut Emit, out: &[Value]);
+    /// Adds the residual, applies the activation and the affine, in registers, and stores the
+    /// valid rows and columns. Each row's residual is read before that row is stored: the
+    /// residual may be the output itself.
+    fn finish(&mut self, e: &mut Emit, t: &TileArgs);
 
-    /// The whole tile: bias, all k-steps, epilogue, store.
+    /// The whole tile: bias, all k-steps, residual, activation, affine, store.
     fn compute(&mut self, e: &mut Emit, t: &TileArgs) {
-        self.load_bias(e, t.rows, t.cols, t.bias);
-        let nr = self.nr() as i64;
-        if t.k <= FULL_UNROLL {
-            for k in 0..t.k {
-                self.k_step(e, &t.a, t.panel, k);
-                barrier(self, e, t.always);
-            }
-        } else {
-            // Do-while over groups of four k-steps; the pointers advance, offsets stay constant.
-            let steps = t.k / 4;
-            let body = e.b.create_block();
-            let exit = e.b.create_block();
-            let mut carried = self.accumulators();
-            carried.extend_from_slice(&t.a);
-            carried.push(t.panel);
-            let params: Vec<Value> = carried
-                .iter()
-                .map(|&v| {
-                    let ty = e.b.func.dfg.value_type(v);
-                    e.b.append_block_param(body, ty)
-                })
-                .collect();
-            for &v in &carried {
-                let ty = e.b.func.dfg.value_type(v);
-                e.b.append_block_param(exit, ty);
-            }
-            let panel_end = e.b.ins().iadd_imm_s(t.panel, (steps * 4) as i64 * nr * 4);
-            let args: Vec<BlockArg> = carried.iter().map(|&v| BlockArg::Value(v)).collect();
-            e.b.ins().jump(body, &args);
-            e.b.switch_to_block(body);
-            let nacc = self.accumulators().len();
-            self.set_accumulators(&params[..nacc]);
-            let a = params[nacc..nacc + t.rows].to_vec();
-            let panel = params[nacc + t.rows];
-            for s in 0..4 {
-                self.k_step(e, &a, panel, s);
-                if s < 3 {
-                    barrier(self, e, t.always);
+        self.load_bias(e, t);
+        let row_bytes = (self.nr() * 4) as i64;
+        // Packed row of the next k-step.
+        let mut kk = 0i64;
+        for run in t.k_runs {
+            match *run {
+                KRun::Steps(ref offsets) => {
+                    for &o in offsets {
+                        self.k_step(e, &t.a, (o * 4) as i32, t.panel, (kk * row_bytes) as i32);
+                        barrier(self, e, t.always);
+                        kk += 1;
+                    }
+                }
+                KRun::Loop { start, step, len } => {
+                    let a: Vec<Value> =
+                        t.a.iter()
+                            .map(|&p| e.b.ins().iadd_imm_s(p, (start * 4) as i64))
+                            .collect();
+                    let panel = e.b.ins().iadd_imm_s(t.panel, kk * row_bytes);
+                    k_loop(self, e, t.always, &a, panel, Walk::Stride(step), len);
+                    kk += len as i64;
+                }
+                KRun::Table { table, len } => {
+                    let table = e.b.ins().iadd_imm_s(e.weights, table as i64 * 4);
+                    let panel = e.b.ins().iadd_imm_s(t.panel, kk * row_bytes);
+                    k_loop(self, e, t.always, &t.a, panel, Walk::Table(table), len);
+                    kk += len as i64;
                 }
             }
-            let mut next = self.accumulators();
-            for &p in &a {
-                next.push(e.b.ins().iadd_imm_s(p, 16));
+        }
+        self.finish(e, t);
+    }
+}
+
+/// How the k-steps of a [`k_loop`] find their input elements.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// Step `s` of an iteration reads at element `s * step` of the row pointers, which advance
+    /// by `4 * step` elements per iteration.
+    Stride(usize),
+    /// Step `s` reads at the element offset in entry `s` of a `u32` table (from the row bases),
+    /// which advances by four entries per iteration.
+    Table(Value),
+}
+
+/// `len` k-steps from the row pointers `a` and the panel row at `panel`: a do-while loop of four
+/// steps at a time (the pointers advance, the offsets stay constant), then the remaining steps.
+#[allow(clippy::too_many_arguments)]
+fn k_loop<T: Tile + ?Sized>(
+    tile: &mut T,
+    e: &mut Emit,
+    always: Value,
+    a: &[Value],
+    panel: Value,
+    walk: Walk,
+    len: usize,
+) {
+    let row_bytes = (tile.nr() * 4) as i64;
+    // The pointers a loop carries: the row pointers (or the table), then the panel.
+    let mut ptrs: Vec<Value> = match walk {
+        Walk::Stride(_) => a.to_vec(),
+        Walk::Table(table) => vec![table],
+    };
+    ptrs.push(panel);
+    let step = |tile: &mut T, e: &mut Emit, ptrs: &[Value], s: usize| {
+        let panel = ptrs[ptrs.len() - 1];
+        let panel_offset = (s as i64 * row_bytes) as i32;
+        match walk {
+            Walk::Stride(step) => {
+                let rows = &ptrs[..ptrs.len() - 1];
+                tile.k_step(e, rows, (s * step * 4) as i32, panel, panel_offset);
             }
-            let next_panel = e.b.ins().iadd_imm_s(panel, 4 * nr * 4);
-            next.push(next_panel);
-            let more = e.b.ins().icmp(IntCC::UnsignedLessThan, next_panel, panel_end);
-            let args: Vec<BlockArg> = next.iter().map(|&v| BlockArg::Value(v)).collect();
-            e.b.ins().brif(more, body, &args, exit, &args);
-            e.b.switch_to_block(exit);
-            let params = e.b.block_params(exit).to_vec();
-            self.set_accumulators(&params[..nacc]);
-            let a = params[nacc..nacc + t.rows].to_vec();
-            let panel = params[nacc + t.rows];
-            for k in 0..t.k % 4 {
-                self.k_step(e, &a, panel, k);
-                barrier(self, e, t.always);
+            Walk::Table(_) => {
+                let off = e.b.ins().load(types::I32, ro(), ptrs[0], (s * 4) as i32);
+                let off = e.b.ins().uextend(types::I64, off);
+                let bytes = e.b.ins().ishl_imm_s(off, 2);
+                let rows: Vec<Value> = a.iter().map(|&p| e.b.ins().iadd(p, bytes)).collect();
+                tile.k_step(e, &rows, 0, panel, panel_offset);
             }
         }
-        self.epilogue(e, t.residual.as_deref(), t.act);
-        self.store(e, &t.out);
+    };
+    let advance = |e: &mut Emit, ptrs: &[Value]| -> Vec<Value> {
+        let n = ptrs.len() - 1;
+        let mut next: Vec<Value> = match walk {
+            Walk::Stride(step) => ptrs[..n]
+                .iter()
+                .map(|&p| e.b.ins().iadd_imm_s(p, (16 * step) as i64))
+                .collect(),
+            Walk::Table(_) => vec![e.b.ins().iadd_imm_s(ptrs[0], 16)],
+        };
+        next.push(e.b.ins().iadd_imm_s(ptrs[n], 4 * row_bytes));
+        next
+    };
+    let iters = len / 4;
+    if iters > 0 {
+        let body = e.b.create_block();
+        let exit = e.b.create_block();
+        let mut carried = tile.accumulators();
+        let nacc = carried.len();
+        carried.extend_from_slice(&ptrs);
+        let params: Vec<Value> = carried
+            .iter()
+            .map(|&v| {
+                let ty = e.b.func.dfg.value_type(v);
+                e.b.append_block_param(body, ty)
+            })
+            .collect();
+        for &v in &carried {
+            let ty = e.b.func.dfg.value_type(v);
+            e.b.append_block_param(exit, ty);
+        }
+        let panel_end = e.b.ins().iadd_imm_s(panel, iters as i64 * 4 * row_bytes);
+        let args: Vec<BlockArg> = carried.iter().map(|&v| BlockArg::Value(v)).collect();
+        e.b.ins().jump(body, &args);
+        e.b.switch_to_block(body);
+        tile.set_accumulators(&params[..nacc]);
+        for s in 0..4 {
+            step(tile, e, &params[nacc..], s);
+            if s < 3 {
+                barrier(tile, e, always);
+            }
+        }
+        let mut next = tile.accumulators();
+        next.extend(advance(e, &params[nacc..]));
+        let more = e.b.ins().icmp(IntCC::UnsignedLessThan, next[next.len() - 1], panel_end);
+        let args: Vec<BlockArg> = next.iter().map(|&v| BlockArg::Value(v)).collect();
+        e.b.ins().brif(more, body, &args, exit, &args);
+        e.b.switch_to_block(exit);
+        let params = e.b.block_params(exit).to_vec();
+        tile.set_accumulators(&params[..nacc]);
+        ptrs = params[nacc..].to_vec();
+    }
+    for s in 0..len % 4 {
+        step(tile, e, &ptrs, s);
+        barrier(tile, e, always);
     }
 }
 
 /// Ends the current block with `brif always` into a new block that receives the accumulators, so
-/// the e-graph keeps each k-step's FMAs above the next step's loads. The never-taken edge passes
-/// the same values rotated by one, so the block parameters are not constant and are not removed;
-/// the taken edge comes first, so the register allocator gives the parameters the registers of
-/// the taken edge's values and the moves land on the never-taken edge.
+/// the e-graph keeps each k-step's FMAs above the next step's loads. The never-taken side goes
+/// through a cold block that passes zeros, so the block parameters are not removed, the hot path
+/// has no moves, and each accumulator has a single use (loads feeding only it can fold into its
+/// instructions).
 fn barrier<T: Tile + ?Sized>(tile: &mut T, e: &mut Emit, always: Value) {
     let acc = tile.accumulators();
     let next = e.b.create_block();
+    let cold = e.b.create_block();
     let params: Vec<Value> = acc
         .iter()
         .map(|&v| {
@@ -201,19 +582,37 @@ fn barrier<T: Tile + ?Sized>(tile: &mut T, e: &mut Emit, always: Value) {
         })
         .collect();
     let taken: Vec<BlockArg> = acc.iter().map(|&v| BlockArg::Value(v)).collect();
-    let mut rotated = taken.clone();
-    // Rotate among values of one type: the tile's accumulators all share the same type.
-    rotated.rotate_left(1);
-    e.b.ins().brif(always, next, &taken, next, &rotated);
+    e.b.ins().brif(always, next, &taken, cold, &[]);
+    e.b.switch_to_block(cold);
+    e.b.set_cold_block(cold);
+    let mut zeros: Vec<(Type, Value)> = Vec::new();
+    let zeros: Vec<BlockArg> = acc
+        .iter()
+        .map(|&v| {
+            let ty = e.b.func.dfg.value_type(v);
+            let z = match zeros.iter().find(|z| z.0 == ty) {
+                Some(z) => z.1,
+                None => {
+                    let z = zero_of(e, ty);
+                    zeros.push((ty, z));
+                    z
+                }
+            };
+            BlockArg::Value(z)
+        })
+        .collect();
+    e.b.ins().jump(next, &zeros);
     e.b.switch_to_block(next);
     tile.set_accumulators(&params);
 }
 
-/// The portable tile: up to 4 rows x 8 columns in f32x4 accumulators, two per row.
+/// The portable tile: up to 4 rows x 8 columns in f32x4 accumulators, two per row. A tile of
+/// fewer rows spans up to `4 / rows` panels (at most 8 accumulators).
 #[derive(Default)]
 pub struct F32x4Tile {
     rows: usize,
     cols: usize,
+    panel_bytes: i32,
     /// Row-major: `acc[r * vectors + v]`.
     acc: Vec<Value>,
 }
@@ -223,9 +622,9 @@ impl F32x4Tile {
         self.cols.div_ceil(4)
     }
 
-    /// Lanes of vector `v` that hold valid columns.
-    fn lanes(&self, v: usize) -> usize {
-        (self.cols - v * 4).min(4)
+    /// The valid columns of vector `v`.
+    fn lanes(&self, v: usize) -> std::ops::Range<usize> {
+        v * 4..self.cols.min(v * 4 + 4)
     }
 }
 
@@ -238,12 +637,15 @@ impl Tile for F32x4Tile {
         NR
     }
 
-    fn load_bias(&mut self, e: &mut Emit, rows: usize, cols: usize, bias: Option<Value>) {
+    fn load_bias(&mut self, e: &mut Emit, t: &TileArgs) {
+        let rows = t.rows;
         self.rows = rows;
-        self.cols = cols;
+        self.cols = t.cols;
+        self.panel_bytes = t.panel_bytes;
         let vectors = self.vectors();
+        assert!(rows <= MR && rows * vectors <= MR * NR / 4, "tile fits the registers");
         let init: Vec<Value> = (0..vectors)
-            .map(|v| match bias {
+            .map(|v| match t.bias {
                 Some(b) => e.b.ins().load(F32X4, ro(), b, (v * 16) as i32),
                 None => e.splat(0.0),
             })
@@ -251,13 +653,22 @@ impl Tile for F32x4Tile {
         self.acc = (0..rows).flat_map(|_| init.iter().copied()).collect();
     }
 
-    fn k_step(&mut self, e: &mut Emit, a: &[Value], panel: Value, k: usize) {
+    fn k_step(&mut self, e: &mut Emit, a: &[Value], a_offset: i32, panel: Value, panel_offset: i32) {
         let vectors = self.vectors();
+        // Vector `v`: columns `4v..4v + 4`, in panel `v / 2`.
         let w: Vec<Value> = (0..vectors)
-            .map(|v| e.b.ins().load(F32X4, ro(), panel, ((k * NR + v * 4) * 4) as i32))
+            .map(|v| {
+                let at = panel_offset + (v / 2) as i32 * self.panel_bytes + (v % 2 * 16) as i32;
+                e.b.ins().load(F32X4, ro(), panel, at)
+            })
             .collect();
+        // One broadcast per row, shared by the row's FMAs. The FMA's destination is tied to the
+        // broadcast, so all but the last of them start with a register move (eliminated at
+        // rename). A broadcast per FMA would fold into `vbroadcastss xmm, [mem]` without the
+        // moves, but takes 10 vector loads per k-step instead of 6, and measured slower: at two
+        // vector loads per cycle the loads then outlast the 8 FMAs.
         for (r, &row) in a.iter().enumerate().take(self.rows) {
-            let x = e.b.ins().load(F32, ro(), row, (k * 4) as i32);
+            let x = e.b.ins().load(F32, ro(), row, a_offset);
             let x = e.b.ins().splat(F32X4, x);
             for (v, &wv) in w.iter().enumerate() {
                 let i = r * vectors + v;
@@ -274,45 +685,103 @@ impl Tile for F32x4Tile {
         self.acc.copy_from_slice(values);
     }
 
-    fn epilogue(&mut self, e: &mut Emit, residual: Option<&[Value]>, act: Option<Activation>) {
+    fn finish(&mut self, e: &mut Emit, t: &TileArgs) {
         let vectors = self.vectors();
+        let post: Option<Vec<(Value, Value)>> = t.post.map(|(scale, shift)| {
+            (0..vectors)
+                .map(|v| {
+                    let s = e.b.ins().load(F32X4, ro(), scale, (v * 16) as i32);
+                    let h = e.b.ins().load(F32X4, ro(), shift, (v * 16) as i32);
+                    (s, h)
+                })
+                .collect()
+        });
+        let cols = self.cols;
+        let out_cols = Columns::new(e, &t.out_cols, cols);
+        let res_cols = t.residual.as_ref().map(|(_, c)| Columns::new(e, c, cols));
         for r in 0..self.rows {
+            // Residual loads keep their order with the stores: row `r` is read, then written.
+            let mut done = Vec::with_capacity(vectors);
             for v in 0..vectors {
-                let i = r * vectors + v;
-                if let Some(res) = residual {
-                    let lanes = self.lanes(v);
-                    let x = if lanes == 4 {
-                        e.b.ins().load(F32X4, ro(), res[r], (v * 16) as i32)
-                    } else {
-                        let mut x = e.splat(0.0);
-                        for l in 0..lanes {
-                            let s = e.b.ins().load(F32, ro(), res[r], ((v * 4 + l) * 4) as i32);
-                            x = e.b.ins().insertlane(x, s, l as u8);
+                let mut x = self.acc[r * vectors + v];
+                if let (Some((rows, _)), Some(res_cols)) = (&t.residual, &res_cols) {
+                    let res = match res_cols.vector(v) {
+                        Some(offset) => e.b.ins().load(F32X4, flags(), rows[r], offset),
+                        None => {
+                            let mut res = e.splat(0.0);
+                            for (l, c) in self.lanes(v).enumerate() {
+                                let (at, offset) = res_cols.lane(e, rows[r], c);
+                                let s = e.b.ins().load(F32, flags(), at, offset);
+                                res = e.b.ins().insertlane(res, s, l as u8);
+                            }
+                            res
                         }
-                        x
                     };
-                    self.acc[i] = e.b.ins().fadd(self.acc[i], x);
+                    x = e.b.ins().fadd(x, res);
                 }
-                self.acc[i] = e.activate(self.acc[i], act);
+                x = e.activate(x, t.act);
+                if let Some(post) = &post {
+                    x = e.b.ins().fma(x, post[v].0, post[v].1);
+                }
+                done.push(x);
             }
-        }
-    }
-
-    fn store(&self, e: &mut Emit, out: &[Value]) {
-        let vectors = self.vectors();
-        for (r, &row) in out.iter().enumerate().take(self.rows) {
-            for v in 0..vectors {
-                let x = self.acc[r * vectors + v];
-                let lanes = self.lanes(v);
-                if lanes == 4 {
-                    e.b.ins().store(flags(), x, row, (v * 16) as i32);
-                } else {
-                    for l in 0..lanes {
-                        let s = e.b.ins().extractlane(x, l as u8);
-                        e.b.ins().store(flags(), s, row, ((v * 4 + l) * 4) as i32);
+            for (v, &x) in done.iter().enumerate() {
+                match out_cols.vector(v) {
+                    Some(offset) => {
+                        e.b.ins().store(flags(), x, t.out[r], offset);
+                    }
+                    None => {
+                        for (l, c) in self.lanes(v).enumerate() {
+                            let s = e.b.ins().extractlane(x, l as u8);
+                            let (at, offset) = out_cols.lane(e, t.out[r], c);
+                            e.b.ins().store(flags(), s, at, offset);
+                        }
                     }
                 }
             }
+        }
+    }
+}
+
+/// The columns of a tile ready for its stores and residual loads: constant element offsets, or
+/// byte offsets read once from a table.
+enum Columns {
+    Fixed(Vec<i64>),
+    Table(Vec<Value>),
+}
+
+impl Columns {
+    fn new(e: &mut Emit, cols: &Cols, n: usize) -> Columns {
+        match cols {
+            Cols::Fixed(offsets) => Columns::Fixed(offsets.clone()),
+            Cols::Table(table) => Columns::Table(
+                (0..n)
+                    .map(|c| {
+                        let off = e.b.ins().load(types::I32, ro(), *table, (c * 4) as i32);
+                        let off = e.b.ins().uextend(types::I64, off);
+                        e.b.ins().ishl_imm_s(off, 2)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The byte offset of vector `v` (columns `4v..4v + 4`) when its four slots are consecutive.
+    fn vector(&self, v: usize) -> Option<i32> {
+        match self {
+            Columns::Fixed(c) => {
+                let c = c.get(v * 4..v * 4 + 4)?;
+                c.windows(2).all(|w| w[1] == w[0] + 1).then_some((c[0] * 4) as i32)
+            }
+            Columns::Table(_) => None,
+        }
+    }
+
+    /// Address and constant byte offset of column `c` in the row at `row`.
+    fn lane(&self, e: &mut Emit, row: Value, c: usize) -> (Value, i32) {
+        match self {
+            Columns::Fixed(cols) => (row, (cols[c] * 4) as i32),
+            Columns::Table(bytes) => (e.b.ins().iadd(row, bytes[c]), 0),
         }
     }
 }
@@ -328,64 +797,186 @@ pub struct Gemm {
     k: usize,
     /// Output channels per group.
     n: usize,
-    /// Offsets of the packed panels and of the padded bias in the weights buffer.
+    /// Offsets of the packed panels, the padded bias and the padded scale and shift in the
+    /// weights buffer.
     weights: usize,
     bias: Option<usize>,
+    post: Option<(usize, usize)>,
+    /// Per group: its plan and its base slots.
+    plans: Vec<GroupPlan>,
+    bases: Vec<Bases>,
+    /// When all groups share the plan of group 0 and their bases step by a constant: that step.
+    group_step: Option<Bases>,
+}
+
+/// Which rows the tiles of one pass compute.
+#[derive(Clone, Copy)]
+enum RowBlocks {
+    /// Full tiles of row blocks `lo..hi` (run-time values): rows `4 blk..4 blk + 4`.
+    Range(Value, Value),
+    /// One short tile of rows `p0..p0 + rows` (fewer than `MR`).
+    Short { p0: usize, rows: usize },
+}
+
+/// The run-time group index and base slots of the group being generated.
+#[derive(Clone, Copy)]
+struct GroupVals {
+    g: Value,
+    input: Value,
+    out: Value,
+    res: Value,
+}
+
+/// Where the columns of the tiles of one panel go.
+struct PanelSite {
+    /// Packed panel index `g * panels + j`.
+    panel_ix: Value,
+    cols: usize,
+    /// Element offset within the pixel from which `out_cols` (`res_cols`) count.
+    out_chan: Value,
+    out_cols: Cols,
+    res_chan: Value,
+    res_cols: Cols,
 }
 
 impl Gemm {
-    /// Packs `weight` (`[groups * n][k]`, row-major, as PyTorch stores 1x1 conv and dense weights)
-    /// and `bias` (`[groups * n]`). `input` must have `groups * k` channels, `out` (and `residual`,
-    /// if any) `groups * n` channels and the same number of pixels.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        input: Buf,
-        out: Buf,
-        groups: usize,
-        weight: &[f32],
-        bias: Option<&[f32]>,
-        residual: Option<Buf>,
-        act: Option<Activation>,
-        pack: &mut Packer,
-    ) -> Gemm {
+    /// Checks the shapes and slots of `spec`, and packs its weights, bias and affine (permuted
+    /// into packed order) into `pack`.
+    pub fn new(spec: &GemmSpec, pack: &mut Packer) -> Gemm {
+        let (input, out, groups) = (spec.input, spec.out, spec.groups);
+        assert!(groups > 0 && input.c > 0 && out.c > 0, "non-empty GEMM");
         let k = input.c / groups;
         let n = out.c / groups;
         assert_eq!(input.c, groups * k, "input channels divide into groups");
         assert_eq!(out.c, groups * n, "output channels divide into groups");
-        assert_eq!(weight.len(), groups * n * k, "weight shape");
+        assert_eq!(spec.weight.len(), groups * n * k, "weight shape");
         assert_eq!(input.pixels(), out.pixels(), "one output row per input row");
-        if let Some(r) = residual {
+        let in_slots = slots_of(spec.in_slots, &input, "input");
+        let out_slots = slots_of(spec.out_slots, &out, "output");
+        let residual = spec.residual.map(|(r, slots)| {
             assert_eq!((r.pixels(), r.c), (out.pixels(), out.c), "residual shape");
-        }
+            (r, slots_of(slots, &r, "residual"))
+        });
+        let per_channel = |v: Option<&[f32]>, what: &str| {
+            if let Some(v) = v {
+                assert_eq!(v.len(), groups * n, "{what} shape");
+            }
+        };
+        per_channel(spec.bias, "bias");
+        per_channel(spec.post.map(|p| p.0), "scale");
+        per_channel(spec.post.map(|p| p.1), "shift");
+
         let panels = n.div_ceil(NR);
         let mut packed = vec![0.0f32; groups * panels * k * NR];
+        // Bias, scale and shift in packed column order.
+        let mut columns = vec![[0.0f32; 3]; groups * panels * NR];
+        let mut plans = Vec::with_capacity(groups);
+        // Offset tables (`KRun::Table`, `PanelRun::Table`), shared by groups with the same ones.
+        let mut tables: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut bases = Vec::with_capacity(groups);
         for g in 0..groups {
-            for o in 0..n {
-                let (j, c) = (o / NR, o % NR);
-                for kk in 0..k {
-                    packed[((g * panels + j) * k + kk) * NR + c] = weight[(g * n + o) * k + kk];
+            let mut iperm: Vec<usize> = (0..k).collect();
+            iperm.sort_by_key(|&i| in_slots[g * k + i]);
+            let in_base = in_slots[g * k + iperm[0]];
+            let in_rel: Vec<usize> = iperm.iter().map(|&i| in_slots[g * k + i] - in_base).collect();
+            let mut operm: Vec<usize> = (0..n).collect();
+            operm.sort_by_key(|&o| out_slots[g * n + o]);
+            let out_base = out_slots[g * n + operm[0]];
+            let out_rel: Vec<i64> = operm
+                .iter()
+                .map(|&o| (out_slots[g * n + o] - out_base) as i64)
+                .collect();
+            let (res_base, res_rel) = match &residual {
+                Some((_, rs)) => {
+                    let base = (0..n).map(|o| rs[g * n + o]).min().expect("n > 0");
+                    (base, operm.iter().map(|&o| (rs[g * n + o] - base) as i64).collect())
+                }
+                None => (0, vec![0; n]),
+            };
+            for (s, &o) in operm.iter().enumerate() {
+                let (j, c) = (s / NR, s % NR);
+                let row = &spec.weight[(g * n + o) * k..(g * n + o + 1) * k];
+                for (kk, &i) in iperm.iter().enumerate() {
+                    packed[((g * panels + j) * k + kk) * NR + c] = row[i];
+                }
+                let col = &mut columns[(g * panels + j) * NR + c];
+                col[0] = spec.bias.map_or(0.0, |b| b[g * n + o]);
+                if let Some((scale, shift)) = spec.post {
+                    col[1] = scale[g * n + o];
+                    col[2] = shift[g * n + o];
                 }
             }
+            let mut k_plan = k_runs(&in_rel);
+            let unrolled: usize = k_plan
+                .iter()
+                .map(|r| if let KRun::Steps(s) = r { s.len() } else { 0 })
+                .sum();
+            if unrolled > MAX_UNROLLED_STEPS {
+                for run in &mut k_plan {
+                    if let KRun::Steps(offsets) = run {
+                        if offsets.len() >= 4 {
+                            let len = offsets.len();
+                            let table = push_table(pack, &mut tables, offsets);
+                            *run = KRun::Table { table, len };
+                        }
+                    }
+                }
+            }
+            let mut panel_plan = panel_runs(&out_rel, &res_rel);
+            let full_singles = panel_plan
+                .iter()
+                .filter(|r| matches!(r, PanelRun::Single { out, .. } if out.len() == NR))
+                .count();
+            if full_singles > MAX_SINGLE_PANELS {
+                panel_plan = tabulate(panel_plan, |slots| push_table(pack, &mut tables, slots));
+            }
+            plans.push(GroupPlan {
+                k: k_plan,
+                panels: panel_plan,
+            });
+            bases.push(Bases {
+                input: in_base as i64,
+                out: out_base as i64,
+                res: res_base as i64,
+            });
         }
         let weights = pack.push(&packed);
-        let bias = bias.map(|b| {
-            assert_eq!(b.len(), groups * n, "bias shape");
-            let mut padded = vec![0.0f32; groups * panels * NR];
-            for g in 0..groups {
-                padded[g * panels * NR..g * panels * NR + n].copy_from_slice(&b[g * n..(g + 1) * n]);
-            }
-            pack.push(&padded)
-        });
+        let column = |i: usize| columns.iter().map(|c| c[i]).collect::<Vec<f32>>();
+        let bias = spec.bias.map(|_| pack.push(&column(0)));
+        let post = spec.post.map(|_| (pack.push(&column(1)), pack.push(&column(2))));
+        let group_step = if groups == 1 {
+            None
+        } else {
+            let step = Bases {
+                input: bases[1].input - bases[0].input,
+                out: bases[1].out - bases[0].out,
+                res: bases[1].res - bases[0].res,
+            };
+            let affine = bases.iter().enumerate().all(|(g, b)| {
+                let g = g as i64;
+                *b == Bases {
+                    input: bases[0].input + g * step.input,
+                    out: bases[0].out + g * step.out,
+                    res: bases[0].res + g * step.res,
+                }
+            });
+            let shared = plans.iter().all(|p| *p == plans[0]);
+            (affine && shared).then_some(step)
+        };
         Gemm {
             input,
             out,
-            residual,
-            act,
+            residual: residual.map(|r| r.0),
+            act: spec.act,
             groups,
             k,
             n,
             weights,
             bias,
+            post,
+            plans,
+            bases,
+            group_step,
         }
     }
 
@@ -397,57 +988,240 @@ impl Gemm {
         self.n.div_ceil(NR)
     }
 
-    /// Row blocks per chunk: the chunk's input rows stay in L2 (while the panels stream) and its
-    /// output rows, written one panel-wide column strip at a time, stay in L1/L2.
+    /// Row blocks per chunk. Within a chunk, every panel re-reads the chunk's input rows (which
+    /// should stay in cache: 96 KiB) and writes a panel-wide strip of its output rows (48 KiB).
+    /// Two cases differ:
+    /// - weights of at most 32 KiB stay in L1 however often they are read: a chunk is one row
+    ///   block, whose output rows are then written whole, one after the other;
+    /// - every chunk reads all the weights again, from L3 or memory once they are large (256 KiB
+    ///   or more): then one chunk takes all rows if their input fits in 256 KiB, and otherwise
+    ///   chunks grow up to 128 KiB of input rows (at most 256 rows).
+    ///
+    /// The full blocks are then shared out evenly, so that no chunk reads all the weights for
+    /// only a few rows.
     fn chunk_blocks(&self) -> i64 {
         let row_in = (self.k * 4).max(1);
         let row_out = (self.n * self.groups * 4).max(1);
-        let rows = (96 * 1024 / row_in).min(48 * 1024 / row_out).max(MR);
-        (rows / MR) as i64
+        let weight_bytes = self.groups * self.panels() * self.k * NR * 4;
+        let mut rows = (96 * 1024 / row_in).min(48 * 1024 / row_out);
+        if weight_bytes <= 32 * 1024 {
+            rows = MR;
+        } else if weight_bytes >= 256 * 1024 {
+            rows = if self.rows() * row_in <= 256 * 1024 {
+                self.rows()
+            } else {
+                rows.max((128 * 1024 / row_in).min(256))
+            };
+        }
+        let blocks = (rows / MR).max(1);
+        let full = (self.rows() / MR).max(1);
+        let chunks = full.div_ceil(blocks);
+        full.div_ceil(chunks) as i64
     }
 
-    /// Emits tiles for the row blocks `lo..hi` (a run-time range) with `rows` valid rows each.
-    fn emit_blocks(&self, e: &mut Emit, always: Value, lo: Value, hi: Value, rows: usize) {
-        let panels = self.panels();
-        let full_panels = self.n / NR;
-        let narrow = self.n % NR;
-        let per_group = |e: &mut Emit, g: Value| {
-            let panel_tiles = |e: &mut Emit, j: Value, cols: usize| {
-                e.for_range(lo, hi, 1, |e, blk| {
-                    self.emit_tile(e, always, blk, g, j, rows, cols);
-                });
-            };
-            match full_panels {
-                0 => {}
-                1 => {
-                    let j = e.int(0);
-                    panel_tiles(e, j, NR);
+    /// Emits the tiles of `blocks` for every group and panel.
+    fn emit_blocks(&self, e: &mut Emit, always: Value, blocks: RowBlocks) {
+        let b0 = self.bases[0];
+        // The short block walks groups and panels downwards (see `emit_group`).
+        let reverse = matches!(blocks, RowBlocks::Short { .. });
+        match self.group_step {
+            Some(step) => e.for_const(0, self.groups as i64, |e, i| {
+                let g = if reverse {
+                    let g = e.b.ins().imul_imm_s(i, -1);
+                    e.b.ins().iadd_imm_s(g, self.groups as i64 - 1)
+                } else {
+                    i
+                };
+                let mut at = |base: i64, step: i64| {
+                    let x = e.b.ins().imul_imm_s(g, step);
+                    e.b.ins().iadd_imm_s(x, base)
+                };
+                let gv = GroupVals {
+                    g,
+                    input: at(b0.input, step.input),
+                    out: at(b0.out, step.out),
+                    res: at(b0.res, step.res),
+                };
+                self.emit_group(e, always, &self.plans[0], gv, blocks);
+            }),
+            None => {
+                let mut groups: Vec<usize> = (0..self.groups).collect();
+                if reverse {
+                    groups.reverse();
                 }
-                _ => e.for_const(0, full_panels as i64, |e, j| panel_tiles(e, j, NR)),
+                for g in groups {
+                    let (plan, b) = (&self.plans[g], &self.bases[g]);
+                    let gv = GroupVals {
+                        g: e.int(g as i64),
+                        input: e.int(b.input),
+                        out: e.int(b.out),
+                        res: e.int(b.res),
+                    };
+                    self.emit_group(e, always, plan, gv, blocks);
+                }
             }
-            if narrow > 0 {
-                let j = e.int((panels - 1) as i64);
-                panel_tiles(e, j, narrow);
-            }
-        };
-        if self.groups == 1 {
-            let g = e.int(0);
-            per_group(e, g);
-        } else {
-            e.for_const(0, self.groups as i64, per_group);
         }
     }
 
-    /// One tile: row block `blk`, group `g`, panel `j`.
+    /// Emits the tiles of `blocks` for every panel of one group. A short tile (fewer than `MR`
+    /// rows) spans up to `MR / rows` panels of an affine run, so it still has 8 accumulators.
+    fn emit_group(&self, e: &mut Emit, always: Value, plan: &GroupPlan, gv: GroupVals, blocks: RowBlocks) {
+        let gp = e.b.ins().imul_imm_s(gv.g, self.panels() as i64);
+        let span = match blocks {
+            RowBlocks::Range(..) => 1,
+            RowBlocks::Short { rows, .. } => MR / rows,
+        };
+        // The short block follows the last chunk, which walked the panels upwards: walking them
+        // downwards starts with those still in cache.
+        let reverse = matches!(blocks, RowBlocks::Short { .. });
+        let mut runs: Vec<&PanelRun> = plan.panels.iter().collect();
+        if reverse {
+            runs.reverse();
+        }
+        for run in runs {
+            match *run {
+                PanelRun::Affine {
+                    first,
+                    count,
+                    out,
+                    out_step,
+                    res,
+                    res_step,
+                } => {
+                    // Tiles of `panels` panels from panel `j`, whose column 0 is at
+                    // `base + start + (j - first) * NR * step`.
+                    let tiles = |e: &mut Emit, j: Value, panels: usize| {
+                        let i = e.b.ins().iadd_imm_s(j, -(first as i64));
+                        let chan = |e: &mut Emit, base: Value, start: i64, step: i64| {
+                            let x = e.b.ins().imul_imm_s(i, NR as i64 * step);
+                            let x = e.b.ins().iadd(x, base);
+                            e.b.ins().iadd_imm_s(x, start)
+                        };
+                        let cols = 0..(panels * NR) as i64;
+                        let site = PanelSite {
+                            panel_ix: e.b.ins().iadd(gp, j),
+                            cols: panels * NR,
+                            out_chan: chan(e, gv.out, out, out_step),
+                            out_cols: Cols::Fixed(cols.clone().map(|c| c * out_step).collect()),
+                            res_chan: chan(e, gv.res, res, res_step),
+                            res_cols: Cols::Fixed(cols.map(|c| c * res_step).collect()),
+                        };
+                        self.emit_tiles(e, always, plan, gv, &site, blocks);
+                    };
+                    // `whole` tiles of `span` panels, then one of the remaining panels.
+                    let (whole, rest) = (count / span, count % span);
+                    let rest_tile = |e: &mut Emit| {
+                        if rest > 0 {
+                            let j = e.int((first + whole * span) as i64);
+                            tiles(e, j, rest);
+                        }
+                    };
+                    if reverse {
+                        rest_tile(e);
+                    }
+                    match whole {
+                        0 => {}
+                        1 => {
+                            let j = e.int(first as i64);
+                            tiles(e, j, span);
+                        }
+                        _ if reverse => e.for_const(0, whole as i64, |e, i| {
+                            let j = e.b.ins().imul_imm_s(i, -(span as i64));
+                            let j = e.b.ins().iadd_imm_s(j, (first + (whole - 1) * span) as i64);
+                            tiles(e, j, span);
+                        }),
+                        _ => {
+                            let (lo, hi) = (e.int(first as i64), e.int((first + whole * span) as i64));
+                            e.for_range(lo, hi, span as i64, |e, j| tiles(e, j, span));
+                        }
+                    }
+                    if !reverse {
+                        rest_tile(e);
+                    }
+                }
+                PanelRun::Single {
+                    panel,
+                    ref out,
+                    ref res,
+                } => {
+                    let j = e.int(panel as i64);
+                    let site = PanelSite {
+                        panel_ix: e.b.ins().iadd(gp, j),
+                        cols: out.len(),
+                        out_chan: gv.out,
+                        out_cols: Cols::Fixed(out.clone()),
+                        res_chan: gv.res,
+                        res_cols: Cols::Fixed(res.clone()),
+                    };
+                    self.emit_tiles(e, always, plan, gv, &site, blocks);
+                }
+                PanelRun::Table { first, count, table } => {
+                    let body = |e: &mut Emit, i: Value| {
+                        let j = if reverse {
+                            let j = e.b.ins().imul_imm_s(i, -1);
+                            e.b.ins().iadd_imm_s(j, (2 * first + count - 1) as i64)
+                        } else {
+                            i
+                        };
+                        // Slots of panel `j` at element `table + 2 * NR * (j - first)`.
+                        let at = e.b.ins().imul_imm_s(j, 2 * NR as i64 * 4);
+                        let at = e.b.ins().iadd(e.weights, at);
+                        let at = e.b.ins().iadd_imm_s(at, (table as i64 - (2 * NR * first) as i64) * 4);
+                        let res = e.b.ins().iadd_imm_s(at, NR as i64 * 4);
+                        let site = PanelSite {
+                            panel_ix: e.b.ins().iadd(gp, j),
+                            cols: NR,
+                            out_chan: gv.out,
+                            out_cols: Cols::Table(at),
+                            res_chan: gv.res,
+                            res_cols: Cols::Table(res),
+                        };
+                        self.emit_tiles(e, always, plan, gv, &site, blocks);
+                    };
+                    e.for_const(first as i64, (first + count) as i64, body);
+                }
+            }
+        }
+    }
+
+    /// The tiles of one site for `blocks`.
+    fn emit_tiles(
+        &self,
+        e: &mut Emit,
+        always: Value,
+        plan: &GroupPlan,
+        gv: GroupVals,
+        site: &PanelSite,
+        blocks: RowBlocks,
+    ) {
+        match blocks {
+            RowBlocks::Range(lo, hi) => e.for_range(lo, hi, 1, |e, blk| {
+                let p0 = e.b.ins().imul_imm_s(blk, MR as i64);
+                self.emit_tile(e, always, plan, gv, site, p0, MR);
+            }),
+            RowBlocks::Short { p0, rows } => {
+                let p0 = e.int(p0 as i64);
+                self.emit_tile(e, always, plan, gv, site, p0, rows);
+            }
+        }
+    }
+
+    /// One tile: rows `p0..p0 + rows` of the panels at `site`.
     #[allow(clippy::too_many_arguments)]
-    fn emit_tile(&self, e: &mut Emit, always: Value, blk: Value, g: Value, j: Value, rows: usize, cols: usize) {
-        let (k, n) = (self.k as i64, self.n as i64);
-        let panels = self.panels() as i64;
-        let p0 = e.b.ins().imul_imm_s(blk, MR as i64);
-        // Byte address of (row p0, channel `channel`) of `buf`, and of the following rows.
-        let row_addrs = |e: &mut Emit, buf: &Buf, channel: Value| -> Vec<Value> {
+    fn emit_tile(
+        &self,
+        e: &mut Emit,
+        always: Value,
+        plan: &GroupPlan,
+        gv: GroupVals,
+        site: &PanelSite,
+        p0: Value,
+        rows: usize,
+    ) {
+        // Byte address of (row p0, element `chan` of the pixel) of `buf`, and of the next rows.
+        let row_addrs = |e: &mut Emit, buf: &Buf, chan: Value| -> Vec<Value> {
             let at = e.b.ins().imul_imm_s(p0, buf.stride as i64);
-            let at = e.b.ins().iadd(at, channel);
+            let at = e.b.ins().iadd(at, chan);
             let at = e.b.ins().iadd_imm_s(at, buf.offset as i64);
             let bytes = e.b.ins().ishl_imm_s(at, 2);
             let first = e.b.ins().iadd(e.arena, bytes);
@@ -461,36 +1235,34 @@ impl Gemm {
                 })
                 .collect()
         };
-        let in_channel = e.b.ins().imul_imm_s(g, k);
-        let a = row_addrs(e, &self.input, in_channel);
-        let out_channel = {
-            let gn = e.b.ins().imul_imm_s(g, n);
-            let jn = e.b.ins().imul_imm_s(j, NR as i64);
-            e.b.ins().iadd(gn, jn)
-        };
-        let out = row_addrs(e, &self.out, out_channel);
-        let residual = self.residual.as_ref().map(|r| row_addrs(e, r, out_channel));
-        // Panel (g, j) starts at element ((g * panels + j) * K) * NR.
-        let gp = e.b.ins().imul_imm_s(g, panels);
-        let panel_ix = e.b.ins().iadd(gp, j);
-        let panel = e.b.ins().imul_imm_s(panel_ix, k * NR as i64 * 4);
-        let panel = e.b.ins().iadd(e.weights, panel);
-        let panel = e.b.ins().iadd_imm_s(panel, self.weights as i64 * 4);
-        let bias = self.bias.map(|b| {
-            let at = e.b.ins().imul_imm_s(panel_ix, NR as i64 * 4);
+        let a = row_addrs(e, &self.input, gv.input);
+        let out = row_addrs(e, &self.out, site.out_chan);
+        let residual = self
+            .residual
+            .as_ref()
+            .map(|r| (row_addrs(e, r, site.res_chan), site.res_cols.clone()));
+        // Packed data of the site's first panel at `offset`, `per_panel` floats per panel.
+        let packed = |e: &mut Emit, offset: usize, per_panel: usize| {
+            let at = e.b.ins().imul_imm_s(site.panel_ix, (per_panel * 4) as i64);
             let at = e.b.ins().iadd(e.weights, at);
-            e.b.ins().iadd_imm_s(at, b as i64 * 4)
-        });
+            e.b.ins().iadd_imm_s(at, offset as i64 * 4)
+        };
+        let panel = packed(e, self.weights, self.k * NR);
+        let bias = self.bias.map(|b| packed(e, b, NR));
+        let post = self.post.map(|(s, h)| (packed(e, s, NR), packed(e, h, NR)));
         let args = TileArgs {
             rows,
-            cols,
+            cols: site.cols,
             a,
+            k_runs: &plan.k,
             panel,
-            k: self.k,
+            panel_bytes: (self.k * NR * 4) as i32,
             bias,
+            post,
             residual,
             act: self.act,
             out,
+            out_cols: site.out_cols.clone(),
             always,
         };
         F32x4Tile::default().compute(e, &args);
@@ -509,46 +1281,28 @@ impl Kernel for Gemm {
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         // `end` is a count, never negative: this is the barrier's always-true condition.
         let always = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, end, 0);
-        let full = (self.rows() / MR) as i64;
-        let short = self.rows() % MR;
-        // Full blocks begin..min(end, full), in chunks.
-        let full_v = e.int(full);
-        let hi = e.b.ins().smin(end, full_v);
-        let chunk = self.chunk_blocks();
-        e.for_range(begin, hi, chunk, |e, lo| {
-            let c_end = e.b.ins().iadd_imm_s(lo, chunk);
-            let c_end = e.b.ins().smin(c_end, hi);
-            self.emit_blocks(e, always, lo, c_end, MR);
-        });
-        if short > 0 {
-            // The short block is item `full`, the last one: in range exactly when end > full.
-            let last = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, end, full);
-            e.if_then(last, |e| {
-                let lo = e.int(full);
-                let hi = e.int(full + 1);
-                self.emit_blocks(e, always, lo, hi, short);
+        let m = self.rows();
+        let full = (m / MR) as i64;
+        let short = m % MR;
+        if full > 0 {
+            // Full blocks begin..min(end, full), in chunks.
+            let full_v = e.int(full);
+            let hi = e.b.ins().smin(end, full_v);
+            let chunk = self.chunk_blocks();
+            e.for_range(begin, hi, chunk, |e, lo| {
+                let c_end = e.b.ins().iadd_imm_s(lo, chunk);
+                let c_end = e.b.ins().smin(c_end, hi);
+                self.emit_blocks(e, always, RowBlocks::Range(lo, c_end));
             });
         }
+        if short > 0 {
+            // The last item, `full`, is in range exactly when end > full.
+            let last = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, end, full);
+            let blocks = RowBlocks::Short {
+                p0: m - short,
+                rows: short,
+            };
+            e.if_then(last, |e| self.emit_blocks(e, always, blocks));
+        }
     }
-}
-
-/// A 1x1 convolution with stride 1 and no padding.
-pub fn lower_conv(node: &Node, c: &Conv, input: Buf, out: Buf, w: &Weights, pack: &mut Packer) -> Box<dyn Kernel> {
-    let bias = c.bias.then(|| tensor(w, node, "bias"));
-    Box::new(Gemm::new(
-        input,
-        out,
-        c.groups,
-        tensor(w, node, "weight"),
-        bias,
-        None,
-        None,
-        pack,
-    ))
-}
-
-/// A dense layer: rows are batch rows.
-pub fn lower_dense(node: &Node, bias: bool, input: Buf, out: Buf, w: &Weights, pack: &mut Packer) -> Box<dyn Kernel> {
-    let b = bias.then(|| tensor(w, node, "bias"));
-    Box::new(Gemm::new(input, out, 1, tensor(w, node, "weight"), b, None, None, pack))
 }

@@ -13,9 +13,11 @@ pub mod pool;
 pub mod window;
 
 use super::emit::Emit;
-use super::layout::Buf;
-use crate::ir::op::{Hw, Op, Pad};
-use crate::ir::Node;
+use super::layout::{self, Buf};
+use super::params;
+use crate::ir::op::Op;
+use crate::ir::{FoldedBn, Graph, Kernel as Family, NodeId, Runs};
+use crate::passes::place::shuffle_source;
 use crate::runtime::Weights;
 use cranelift_codegen::ir::Value;
 
@@ -47,47 +49,189 @@ impl Packer {
     }
 }
 
-/// The weights of a node by suffix (the caller has checked they exist).
-pub fn tensor<'w>(weights: &'w Weights, node: &Node, suffix: &str) -> &'w [f32] {
-    &weights
-        .get(&format!("{}.{suffix}", node.name))
-        .expect("weights are checked before lowering")
-        .data
-}
+/// The kernels of node `ix` of a placed and planned graph, in the order they run: a gather per
+/// staged input, then the node's own kernel. Nodes that run nothing give none.
+pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer) -> Vec<Box<dyn Kernel>> {
+    let node = graph.node(ix);
+    let place = node.place.as_ref().expect("the graph is placed");
+    let Runs::Kernel(kind) = place.runs else {
+        return vec![];
+    };
+    let all_inputs = graph.inputs_of(ix);
+    let mut kernels: Vec<Box<dyn Kernel>> = Vec::new();
+    // Where each input is read: its own placement, or the scratch buffer it was gathered into.
+    let mut staged: Vec<Option<Buf>> = vec![None; all_inputs.len()];
+    for &(port, buffer) in &place.staged {
+        let input = all_inputs[port];
+        let to = layout::scratch(graph, buffer, &graph.node(input).shape.0);
+        let (from, slots) = layout::slots(graph, input);
+        kernels.push(Box::new(eltwise::Copy::gather(&[(from, slots.to_vec())], to)));
+        staged[port] = Some(to);
+    }
+    // An input as slots of a buffer.
+    let slotted = |port: usize| -> (Buf, Vec<usize>) {
+        match staged[port] {
+            Some(b) => (b, (0..b.c).collect()),
+            None => {
+                let (b, s) = layout::slots(graph, all_inputs[port]);
+                (b, s.to_vec())
+            }
+        }
+    };
+    // An input as a contiguous range and the position of each channel in it.
+    let ranged = |port: usize| -> (Buf, Vec<usize>) {
+        match staged[port] {
+            Some(b) => (b, (0..b.c).collect()),
+            None => layout::permuted(graph, all_inputs[port]),
+        }
+    };
+    let residual_port = node.fused.residual.then(|| all_inputs.len() - 1);
+    let act = node.fused.act;
+    let out_slots = &place.slots;
 
-/// Chooses the kernel for a node; `None` for nodes that need no code (views, inputs).
-pub fn lower(node: &Node, ins: &[Buf], out: Buf, weights: &Weights, pack: &mut Packer) -> Option<Box<dyn Kernel>> {
-    Some(match &node.op {
-        Op::Input | Op::Dropout { .. } => return None,
-        Op::Flatten if ins[0].h * ins[0].w == 1 => return None,
-        Op::Conv(c) if c.groups == ins[0].c && c.out_channels == c.groups => {
-            depthwise::lower(node, c, ins[0], out, weights, pack)
+    let kernel: Box<dyn Kernel> = match (&node.op, kind) {
+        (Op::Conv(_) | Op::Dense { .. }, Family::Gemm) => {
+            let (groups, has_bias) = match &node.op {
+                Op::Conv(c) => (c.groups, c.bias),
+                Op::Dense { bias, .. } => (1, *bias),
+                _ => unreachable!(),
+            };
+            let outputs = node.shape.0[1];
+            let layer = params::Layer::of(node, has_bias, outputs, weights);
+            let (input, in_slots) = slotted(0);
+            let residual = residual_port.map(slotted);
+            let (out, _) = layout::slots(graph, ix);
+            let spec = gemm::GemmSpec {
+                input,
+                in_slots: Some(&in_slots),
+                out,
+                out_slots: Some(out_slots),
+                groups,
+                weight: &layer.weight,
+                bias: layer.bias.as_deref(),
+                residual: residual.as_ref().map(|(b, s)| (*b, Some(s.as_slice()))),
+                act,
+                post: layer.post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())),
+            };
+            Box::new(gemm::Gemm::new(&spec, pack))
         }
-        Op::Conv(c) if c.groups == 1 && !(c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default()) => {
-            direct::lower(node, c, ins[0], out, weights, pack)
+        (Op::Conv(c), Family::Depthwise) => {
+            let (input, rel) = ranged(0);
+            let mut layer = params::Layer::of(node, c.bias, c.out_channels, weights);
+            layer.permute_outputs(&rel);
+            let out = out_range(graph, ix);
+            let residual = residual_port.map(|p| ranged(p).0);
+            let epilogue = window::Epilogue { act, residual };
+            Box::new(depthwise::Depthwise::new(
+                c,
+                input,
+                out,
+                &layer.weight,
+                layer.bias.as_deref(),
+                epilogue,
+                post(&layer),
+                pack,
+            ))
         }
-        Op::Conv(c) if c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default() => {
-            gemm::lower_conv(node, c, ins[0], out, weights, pack)
+        (Op::Conv(c), Family::Direct | Family::Conv) => {
+            let (input, rel_in) = ranged(0);
+            let (out, rel_out) = layout::permuted(graph, ix);
+            let mut layer = params::Layer::of(node, c.bias, c.out_channels, weights);
+            if c.groups == 1 {
+                layer.permute_inputs(&rel_in, c.kernel.0 * c.kernel.1);
+            }
+            layer.permute_outputs(&rel_out);
+            let residual = residual_port.map(|p| ranged(p).0);
+            let epilogue = window::Epilogue { act, residual };
+            if kind == Family::Direct {
+                Box::new(direct::Direct::new(
+                    c,
+                    input,
+                    out,
+                    &layer.weight,
+                    layer.bias.as_deref(),
+                    epilogue,
+                    post(&layer),
+                    pack,
+                ))
+            } else {
+                Box::new(conv::Scalar::new(
+                    c,
+                    input,
+                    out,
+                    &layer.weight,
+                    layer.bias.as_deref(),
+                    epilogue,
+                    post(&layer),
+                    pack,
+                ))
+            }
         }
-        Op::Conv(c) => conv::lower(node, c, ins[0], out, weights, pack),
-        Op::Dense { bias, .. } => gemm::lower_dense(node, *bias, ins[0], out, weights, pack),
-        Op::Pool(p) => pool::lower(p, ins[0], out),
-        Op::GlobalPool(kind) => pool::lower_global(*kind, ins[0], out),
-        Op::BatchNorm { eps } => eltwise::lower_batchnorm(node, *eps, ins[0], out, weights, pack),
-        Op::Act(a) => Box::new(eltwise::Map {
-            input: ins[0],
-            out,
+        (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act)),
+        (Op::GlobalPool(k), Family::GlobalPool) => {
+            Box::new(pool::Global::new(*k, ranged(0).0, out_range(graph, ix), act))
+        }
+        (Op::BatchNorm { eps }, Family::ScaleShift) => {
+            let (input, rel) = ranged(0);
+            let bn = FoldedBn {
+                name: node.name.clone(),
+                eps: *eps,
+            };
+            let (scale, shift) = params::batchnorm(weights, &bn);
+            let mut packed = params::scatter(&scale, &rel);
+            packed.extend(params::scatter(&shift, &rel));
+            Box::new(eltwise::ScaleShift {
+                input,
+                out: out_range(graph, ix),
+                params: pack.push(&packed),
+            })
+        }
+        (Op::Act(a), Family::Map) => Box::new(eltwise::Map {
+            input: ranged(0).0,
+            out: out_range(graph, ix),
             act: *a,
         }),
-        Op::Add => Box::new(eltwise::Add {
-            a: ins[0],
-            b: ins[1],
-            out,
+        (Op::Add, Family::Add) => Box::new(eltwise::Add {
+            a: ranged(0).0,
+            b: ranged(1).0,
+            out: out_range(graph, ix),
         }),
-        Op::Concat => Box::new(eltwise::Copy::concat(ins, out)),
-        Op::Slice { start, .. } => Box::new(eltwise::Copy::slice(ins[0], *start, out)),
-        Op::Shuffle { groups } => Box::new(eltwise::Copy::shuffle(ins[0], *groups, out)),
-        Op::Flatten => Box::new(eltwise::Copy::flatten(ins[0], out)),
-        Op::Softmax => Box::new(eltwise::Softmax { input: ins[0], out }),
-    })
+        (Op::Softmax, Family::Softmax) => Box::new(eltwise::Softmax {
+            input: ranged(0).0,
+            out: out_range(graph, ix),
+        }),
+        (Op::Flatten, Family::Gather) if graph.node(all_inputs[0]).shape.0.len() == 4 => {
+            Box::new(eltwise::Copy::flatten(ranged(0).0, out_range(graph, ix)))
+        }
+        (_, Family::Gather) => {
+            let parts: Vec<(Buf, Vec<usize>)> = match &node.op {
+                Op::Concat => (0..all_inputs.len()).map(slotted).collect(),
+                Op::Slice { start, end } => {
+                    let (b, s) = slotted(0);
+                    vec![(b, s[*start..*end].to_vec())]
+                }
+                Op::Shuffle { groups } => {
+                    let (b, s) = slotted(0);
+                    let c = s.len();
+                    let src = (0..c).map(|j| s[shuffle_source(c, *groups, j)]).collect();
+                    vec![(b, src)]
+                }
+                _ => vec![slotted(0)],
+            };
+            Box::new(eltwise::Copy::gather(&parts, out_range(graph, ix)))
+        }
+        (op, kind) => unreachable!("`{}` is not computed by a {kind} kernel", op.kind()),
+    };
+    kernels.push(kernel);
+    kernels
+}
+
+/// The output of a kernel that writes a contiguous channel range (its channel order is the
+/// placement's business).
+fn out_range(graph: &Graph, ix: NodeId) -> Buf {
+    layout::permuted(graph, ix).0
+}
+
+fn post(layer: &params::Layer) -> Option<(&[f32], &[f32])> {
+    layer.post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice()))
 }

@@ -5,29 +5,44 @@
 //! ignores padding; average pooling divides by the window clipped to the padded input
 //! (`count_include_pad`) or by the number of cells inside the input, a constant per output
 //! position computed at compile time. Global pooling: a work item is one batch item.
+//!
+//! ```text
+//! Windowed::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>) -> Windowed
+//! Global::new(kind: PoolKind, input: Buf, out: Buf, act: Option<Activation>) -> Global
+//! ```
+//!
+//! `act` is applied to each pooled value before it is stored. `input` and `out` may be channel
+//! slices of wider buffers (`stride > c`): only their `c` channels are read and written.
 
 use super::eltwise::{for_channels, pixel_base};
 use super::Kernel;
 use crate::codegen::emit::{Emit, F32X4};
 use crate::codegen::layout::Buf;
-use crate::ir::op::{Pool, PoolKind};
+use crate::ir::op::{Activation, Pool, PoolKind};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
 pub struct Windowed {
     pool: Pool,
     input: Buf,
     out: Buf,
-}
-
-pub fn lower(p: &Pool, input: Buf, out: Buf) -> Box<dyn Kernel> {
-    Box::new(Windowed {
-        pool: p.clone(),
-        input,
-        out,
-    })
+    act: Option<Activation>,
 }
 
 impl Windowed {
+    /// `out` must have the input's batch and channel count and the spatial size `p` gives.
+    pub fn new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>) -> Windowed {
+        assert!(
+            input.n == out.n && input.c == out.c,
+            "pooling keeps the batch and the channels"
+        );
+        Windowed {
+            pool: p.clone(),
+            input,
+            out,
+            act,
+        }
+    }
+
     /// The divisor of average pooling at output `(y, x)`.
     fn divisor(&self, y: usize, x: usize) -> f32 {
         let p = &self.pool;
@@ -109,6 +124,7 @@ impl Kernel for Windowed {
                         let inv = self.row_inverse(e, y, x, ty);
                         r = e.b.ins().fmul(r, inv);
                     }
+                    let r = e.activate(r, self.act);
                     let at = e.b.ins().iadd(dst, c);
                     let arena = e.arena;
                     e.store(r, arena, at, 0);
@@ -149,10 +165,19 @@ pub struct Global {
     kind: PoolKind,
     input: Buf,
     out: Buf,
+    act: Option<Activation>,
 }
 
-pub fn lower_global(kind: PoolKind, input: Buf, out: Buf) -> Box<dyn Kernel> {
-    Box::new(Global { kind, input, out })
+impl Global {
+    /// `out` holds one pixel per batch item (`[N, C, 1, 1]` or `[N, C]`) with the input's
+    /// channel count.
+    pub fn new(kind: PoolKind, input: Buf, out: Buf, act: Option<Activation>) -> Global {
+        assert!(
+            input.n == out.n && input.c == out.c && out.h * out.w == 1,
+            "global pooling gives one pixel per batch item"
+        );
+        Global { kind, input, out, act }
+    }
 }
 
 impl Kernel for Global {
@@ -198,6 +223,7 @@ impl Kernel for Global {
                     };
                     r = e.b.ins().fmul(r, inv);
                 }
+                let r = e.activate(r, self.act);
                 let at = e.b.ins().iadd(dst, c);
                 let arena = e.arena;
                 e.store(r, arena, at, 0);
