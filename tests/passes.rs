@@ -349,3 +349,19 @@ proptest::proptest! {
         assert_plan_sound(compiled.optimized.as_ref().unwrap());
     }
 }
+
+#[test]
+fn an_input_a_kernel_cannot_read_in_place_is_gathered_first() {
+    // After the shuffle, the first four channels sit in slots 0, 4, 1, 5: not a contiguous
+    // range, which a depthwise conv needs.
+    let src = "net t {\n input x: [8, 5, 5]\n let s = concat(x |> conv(4, 1) as a, x |> conv(4, 3, pad = 1) as b) as cat |> shuffle(2) as sh\n return slice(s, 0, 4) as part |> dwconv(3, pad = 1) as dw |> conv(2, 1)\n}\n";
+    let c = compile_src(src, 2);
+    let g = c.optimized.as_ref().unwrap();
+    let dw = g.g.node_weights().find(|n| n.name == "dw").unwrap();
+    assert_eq!(
+        dw.place.as_ref().unwrap().staged.len(),
+        1,
+        "the depthwise input is staged"
+    );
+    check_numerics(&c);
+}
