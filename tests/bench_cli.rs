@@ -215,3 +215,29 @@ fn bad_arguments_fail() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("error"), "{}", text(&o.stderr));
 }
+
+#[test]
+fn isa_is_reported() {
+    let net = tiny_net("isa");
+    let bench = |isa: &str| {
+        bench_json(&[
+            "bench",
+            net.to_str().unwrap(),
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--isa",
+            isa,
+            "--json",
+        ])
+    };
+    let baseline = bench("baseline");
+    assert_eq!(baseline["isa"], "baseline");
+    assert_eq!(f(&baseline, "peak_gflops"), netc::runtime::bench::PEAK_GFLOPS_F32X4);
+    let native = bench("native");
+    let wide = netc::codegen::Isa::Native.wide();
+    assert_eq!(native["isa"], if wide { "avx2" } else { "baseline" });
+    let bad = netc(&["bench", net.to_str().unwrap(), "--isa", "sse9"]);
+    assert!(!bad.status.success());
+}

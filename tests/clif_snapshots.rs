@@ -2,14 +2,21 @@
 //! shows up here as a diff; after an intended change, regenerate with
 //! `INSTA_UPDATE=always cargo test --test clif_snapshots` and review the diff.
 
-use netc::codegen::Options;
+use netc::codegen::{Isa, Options};
 
 /// Compiles `source` and returns the CLIF text of every kernel, `; name` before each.
 fn clif(name: &str, source: &str) -> String {
     let c = netc::compile_source(name, source, None, &netc::Options::default(), None)
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let exe = c
-        .compile_jit(&c.init_weights(0), &Options { keep_clif: true })
+        .compile_jit(
+            &c.init_weights(0),
+            &Options {
+                keep_clif: true,
+                // The f32x4 tile on every CPU, so the snapshots do not depend on the host.
+                isa: Isa::Baseline,
+            },
+        )
         .unwrap_or_else(|d| panic!("{}", d.message));
     let kernels = exe.clif();
     assert_eq!(kernels.len(), exe.steps().len(), "one CLIF text per kernel");

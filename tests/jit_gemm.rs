@@ -3,15 +3,28 @@
 //! affine) and channel slots against a plain Rust computation. Tolerance:
 //! `max |jit - ref| / max(1, max |ref|) <= 1e-4`; elements outside the output's slots must be
 //! left untouched; results must not depend on the thread count or on how the items are split.
+//!
+//! Every check runs on each instruction set of the tile: the f32x4 Cranelift tile (`baseline`)
+//! and, when the CPU has AVX2 and FMA, the wide micro-kernel (`native`).
 
 use netc::codegen::kernels::gemm::{Gemm, GemmSpec};
 use netc::codegen::kernels::{Kernel, Packer};
 use netc::codegen::layout::Buf;
+use netc::codegen::Isa;
 use netc::ir::op::Activation;
 use netc::runtime::input;
 use proptest::prelude::*;
 
 const TOLERANCE: f32 = 1e-4;
+
+/// The instruction sets this CPU runs: the baseline tile, and the wide one when it differs.
+fn isas() -> Vec<Isa> {
+    let mut isas = vec![Isa::Baseline];
+    if Isa::Native.wide() {
+        isas.push(Isa::Native);
+    }
+    isas
+}
 
 fn max_err(expected: &[f32], found: &[f32]) -> f32 {
     assert_eq!(expected.len(), found.len());
@@ -37,17 +50,21 @@ fn check_net(c: usize, h: usize, w: usize, batch: usize, body: &str) {
     let weights = compiled.init_weights(3);
     let x = input::random(compiled.input_shape(), 7);
     let expected = compiled.run_reference(&weights, &x).unwrap();
-    let mut exe = compiled
-        .compile_jit(&weights, &netc::codegen::Options::default())
-        .unwrap();
-    let one = exe.run(&x, 1).unwrap();
-    for (e, f) in expected.iter().zip(&one) {
-        assert_eq!(e.shape, f.shape);
-        let err = max_err(&e.data, &f.data);
-        assert!(err <= TOLERANCE, "{src}: relative error {err}");
+    for isa in isas() {
+        let options = netc::codegen::Options {
+            isa,
+            ..Default::default()
+        };
+        let mut exe = compiled.compile_jit(&weights, &options).unwrap();
+        let one = exe.run(&x, 1).unwrap();
+        for (e, f) in expected.iter().zip(&one) {
+            assert_eq!(e.shape, f.shape);
+            let err = max_err(&e.data, &f.data);
+            assert!(err <= TOLERANCE, "{src} ({isa:?}): relative error {err}");
+        }
+        let two = exe.run(&x, 2).unwrap();
+        assert_eq!(one, two, "{src} ({isa:?}): 1 and 2 threads differ");
     }
-    let two = exe.run(&x, 2).unwrap();
-    assert_eq!(one, two, "{src}: 1 and 2 threads differ");
 }
 
 /// Input channels per group: mostly small (fully unrolled), sometimes past the unroll limit.
@@ -275,10 +292,17 @@ struct Ptr<T>(*mut T);
 unsafe impl<T> Send for Ptr<T> {}
 unsafe impl<T> Sync for Ptr<T> {}
 
-/// Generates the kernel of `case`, runs it on a random arena and compares with plain Rust: the
-/// output slots within 1e-4, every other element unchanged; then every split of the items in
-/// two, in both orders and on two threads at once, must give the same bits.
+/// [`check_isa`] on every instruction set.
 fn check(case: &Case) {
+    for isa in isas() {
+        check_isa(case, isa);
+    }
+}
+
+/// Generates the kernel of `case` for `isa`, runs it on a random arena and compares with plain
+/// Rust: the output slots within 1e-4, every other element unchanged; then every split of the
+/// items in two, in both orders and on two threads at once, must give the same bits.
+fn check_isa(case: &Case, isa: Isa) {
     let Case { m, k, n, groups, .. } = *case;
     let (cin, cout) = (k * groups, n * groups);
     let buf = |offset: usize, c: usize, l: &Layout| Buf {
@@ -326,6 +350,7 @@ fn check(case: &Case) {
             post: case.post.then_some((&scale[..], &shift[..])),
         },
         &mut pack,
+        isa,
     );
     let (module, f) = netc::codegen::compile_kernel(&gemm).unwrap();
     let arena0: Vec<f32> = values(len, 3).iter().map(|v| v * 3.0).collect();
@@ -363,7 +388,7 @@ fn check(case: &Case) {
             let err = (whole[i] - expected[i]).abs() / scale_ref;
             assert!(
                 err <= TOLERANCE,
-                "{case:?}: element {i}: {} vs {}",
+                "{case:?} ({isa:?}): element {i}: {} vs {}",
                 whole[i],
                 expected[i]
             );
@@ -371,7 +396,7 @@ fn check(case: &Case) {
             assert_eq!(
                 whole[i].to_bits(),
                 arena0[i].to_bits(),
-                "{case:?}: element {i} was written"
+                "{case:?} ({isa:?}): element {i} was written"
             );
         }
     }
@@ -387,7 +412,7 @@ fn check(case: &Case) {
                 // SAFETY: as above; the two calls cover items 0..items.
                 unsafe { f(parts.as_mut_ptr(), pack.data.as_ptr(), b, e) };
             }
-            assert_eq!(whole, parts, "{case:?}: split at {split} differs");
+            assert_eq!(whole, parts, "{case:?} ({isa:?}): split at {split} differs");
         }
     }
     if items > 1 {
@@ -402,7 +427,7 @@ fn check(case: &Case) {
                 });
             }
         });
-        assert_eq!(whole, parts, "{case:?}: two threads differ");
+        assert_eq!(whole, parts, "{case:?} ({isa:?}): two threads differ");
     }
     // SAFETY: `f` is not used afterwards.
     unsafe { module.free_memory() };
@@ -596,4 +621,51 @@ proptest! {
         };
         check(&Case { m, k, n, groups, input, out, shared_io, residual, bias, post, act });
     }
+}
+
+/// With AVX2, contiguous slots take the micro-kernel; irregular ones keep the f32x4 tile.
+#[test]
+fn wide_tile_for_contiguous_slots_only() {
+    if !Isa::Native.wide() {
+        return;
+    }
+    let (m, k, n) = (9, 12, 20);
+    let input = Buf {
+        offset: 0,
+        n: 1,
+        h: m,
+        w: 1,
+        c: k,
+        stride: k,
+    };
+    let out = Buf {
+        offset: m * k,
+        c: n,
+        stride: n + 3,
+        ..input
+    };
+    let weight = values(n * k, 1);
+    let wide = |out_slots: Option<&[usize]>| {
+        let spec = GemmSpec {
+            input,
+            in_slots: None,
+            out,
+            out_slots,
+            groups: 1,
+            weight: &weight,
+            bias: None,
+            residual: None,
+            act: None,
+            post: None,
+        };
+        let native = Gemm::new(&spec, &mut Packer::default(), Isa::Native).calls_wide_gemm();
+        let baseline = Gemm::new(&spec, &mut Packer::default(), Isa::Baseline).calls_wide_gemm();
+        assert!(!baseline);
+        native
+    };
+    let permuted: Vec<usize> = (0..n).rev().map(|i| i + 2).collect();
+    let gapped: Vec<usize> = (0..n).map(|i| i + usize::from(i >= 10)).collect();
+    assert!(wide(None));
+    assert!(wide(Some(&permuted)));
+    assert!(!wide(Some(&gapped)));
 }

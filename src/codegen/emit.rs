@@ -22,6 +22,9 @@ pub struct Emit<'a, 'b> {
     pub weights: Value,
     /// The host's `expf`, imported into this function.
     pub expf: FuncRef,
+    /// The AVX2 matrix-multiply micro-kernel, imported into this function when the kernel calls
+    /// it (see [`Kernel::calls_wide_gemm`](super::kernels::Kernel::calls_wide_gemm)).
+    pub gemm_wide: Option<FuncRef>,
 }
 
 fn flags() -> MemFlagsData {

@@ -32,6 +32,35 @@ use kernels::Kernel;
 pub struct Options {
     /// Keep the Cranelift IR text of every kernel (for `netc clif`).
     pub keep_clif: bool,
+    /// Which instruction set the matrix multiply uses.
+    pub isa: Isa,
+}
+
+/// The instruction set of the matrix multiply's register tile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isa {
+    /// The widest tile this CPU runs: the AVX2 + FMA micro-kernel on x86-64 CPUs that have
+    /// both, the f32x4 Cranelift tile otherwise.
+    #[default]
+    Native,
+    /// The f32x4 Cranelift tile everywhere.
+    Baseline,
+}
+
+impl Isa {
+    /// Whether the matrix multiply uses the AVX2 + FMA micro-kernel.
+    pub fn wide(self) -> bool {
+        self == Isa::Native && kernels::avx2::available()
+    }
+
+    /// The instruction set that actually runs: `"avx2"` or `"baseline"`.
+    pub fn name(self) -> &'static str {
+        if self.wide() {
+            "avx2"
+        } else {
+            "baseline"
+        }
+    }
 }
 
 extern "C" fn host_expf(x: f32) -> f32 {
@@ -39,11 +68,17 @@ extern "C" fn host_expf(x: f32) -> f32 {
 }
 
 /// A JIT module set up for kernels: host ISA flags, the kernel signature
-/// `fn(arena, weights, begin, end)`, and the host functions kernels call.
+/// `fn(arena, weights, begin, end)`, and the host functions kernels call (`expf`, and on x86-64
+/// CPUs with AVX2 and FMA the matrix multiply's micro-kernel, see [`kernels::avx2`]).
 pub struct KernelModule {
     module: JITModule,
     sig: Signature,
     expf: FuncId,
+    /// Whether the micro-kernel is registered (this CPU runs it).
+    wide: bool,
+    /// The micro-kernel, declared when the first kernel that calls it is defined (so the
+    /// function ids of modules without one do not change).
+    gemm_wide: Option<FuncId>,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
 }
@@ -64,6 +99,14 @@ impl KernelModule {
             .map_err(|e| e.to_string())?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         builder.symbol("netc_expf", host_expf as *const u8);
+        #[cfg(target_arch = "x86_64")]
+        let wide = kernels::avx2::available();
+        #[cfg(target_arch = "x86_64")]
+        if wide {
+            builder.symbol(kernels::avx2::SYMBOL, kernels::avx2::address());
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let wide = false;
         let mut module = JITModule::new(builder);
         let ptr = module.target_config().pointer_type();
         let mut sig = module.make_signature();
@@ -81,9 +124,50 @@ impl KernelModule {
             module,
             sig,
             expf,
+            wide,
+            gemm_wide: None,
             ctx,
             fctx: FunctionBuilderContext::new(),
         })
+    }
+
+    /// The imported micro-kernel of the wide matrix multiply (see the calling convention in
+    /// [`kernels::avx2`]), declared on first use.
+    fn gemm_wide(&mut self) -> Result<FuncId, String> {
+        if let Some(id) = self.gemm_wide {
+            return Ok(id);
+        }
+        if !self.wide {
+            return Err("the AVX2 micro-kernel is not available on this CPU".into());
+        }
+        let ptr = self.module.target_config().pointer_type();
+        let mut sig = self.module.make_signature();
+        let params = [
+            ptr,
+            types::I64,
+            ptr,
+            types::I64,
+            types::I64,
+            types::I64,
+            ptr,
+            ptr,
+            ptr,
+            ptr,
+            types::I64,
+            ptr,
+            types::I64,
+            types::I64,
+            types::F32,
+        ];
+        for ty in params {
+            sig.params.push(AbiParam::new(ty));
+        }
+        let id = self
+            .module
+            .declare_function(kernels::avx2::SYMBOL, Linkage::Import, &sig)
+            .map_err(|e| e.to_string())?;
+        self.gemm_wide = Some(id);
+        Ok(id)
     }
 
     /// Generates the function of one kernel; with `keep_clif`, also returns its Cranelift IR.
@@ -97,6 +181,11 @@ impl KernelModule {
             .module
             .declare_function(name, Linkage::Local, &self.sig)
             .map_err(|e| e.to_string())?;
+        let gemm_wide = if kernel.calls_wide_gemm() {
+            Some(self.gemm_wide()?)
+        } else {
+            None
+        };
         let target = self.module.target_config();
         self.ctx.func.signature = self.sig.clone();
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
@@ -107,11 +196,16 @@ impl KernelModule {
             b.switch_to_block(entry);
             let p = b.block_params(entry).to_vec();
             let expf = self.module.declare_func_in_func(self.expf, b.func);
+            let gemm_wide = match (kernel.calls_wide_gemm(), gemm_wide) {
+                (true, Some(id)) => Some(self.module.declare_func_in_func(id, b.func)),
+                _ => None,
+            };
             let mut e = Emit {
                 b: &mut b,
                 arena: p[0],
                 weights: p[1],
                 expf,
+                gemm_wide,
             };
             kernel.emit(&mut e, p[2], p[3]);
             b.ins().return_(&[]);
@@ -189,7 +283,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
     let mut clif = Vec::new();
     for ix in graph.topo_order().expect("the verifier rejects cycles") {
         let node = graph.node(ix);
-        let lowered = kernels::lower(graph, ix, weights, &mut pack);
+        let lowered = kernels::lower(graph, ix, weights, &mut pack, options.isa);
         let count = lowered.len();
         for (i, kernel) in lowered.into_iter().enumerate() {
             // Gathers of staged inputs run before the node's own kernel, under their own names.

@@ -9,6 +9,7 @@
 
 use super::executor::Executable;
 use super::{input, Weights};
+use crate::codegen::{self, Isa};
 use crate::diag::Diagnostic;
 use crate::ir::Graph;
 use crate::passes::cost;
@@ -22,6 +23,19 @@ use std::time::Instant;
 /// Cranelift backend emits no vector wider than 128 bits, so this is the ceiling of one thread of
 /// generated code.
 pub const PEAK_GFLOPS_F32X4: f64 = 66.0;
+
+/// Single-core peak of independent f32x8 (256-bit) FMA chains on the same machine: 117 GFLOP/s,
+/// the ceiling of the AVX2 matrix-multiply micro-kernel. See `KERNELS.md`.
+pub const PEAK_GFLOPS_F32X8: f64 = 117.0;
+
+/// The single-core FMA peak of the vector width `isa` runs at.
+pub fn peak_gflops(isa: Isa) -> f64 {
+    if isa.wide() {
+        PEAK_GFLOPS_F32X8
+    } else {
+        PEAK_GFLOPS_F32X4
+    }
+}
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -123,6 +137,8 @@ pub struct Prepared {
     pub elaborate_ms: f64,
     /// Code generation of every kernel, weight packing included (weight initialization is not).
     pub codegen_ms: f64,
+    /// The matrix multiply's instruction set that runs (see [`Isa::name`]).
+    pub isa: &'static str,
 }
 
 /// Why [`prepare`] failed: in elaboration (the caller's error) or in code generation.
@@ -131,23 +147,26 @@ pub enum PrepareError<E> {
     Codegen(Diagnostic),
 }
 
-/// Runs `elaborate` (which compiles the description) and generates code with the seeded weights,
-/// timing each stage.
-pub fn prepare<E>(elaborate: impl FnOnce() -> Result<Compiled, E>, seed: u64) -> Result<Prepared, PrepareError<E>> {
+/// Runs `elaborate` (which compiles the description) and generates code with the seeded weights
+/// and `options`, timing each stage.
+pub fn prepare<E>(
+    elaborate: impl FnOnce() -> Result<Compiled, E>,
+    seed: u64,
+    options: &codegen::Options,
+) -> Result<Prepared, PrepareError<E>> {
     let t = Instant::now();
     let compiled = elaborate().map_err(PrepareError::Elaborate)?;
     let elaborate_ms = t.elapsed().as_secs_f64() * 1e3;
     let weights: Weights = compiled.init_weights(seed);
     let t = Instant::now();
-    let exe = compiled
-        .compile_jit(&weights, &crate::codegen::Options::default())
-        .map_err(PrepareError::Codegen)?;
+    let exe = compiled.compile_jit(&weights, options).map_err(PrepareError::Codegen)?;
     let codegen_ms = t.elapsed().as_secs_f64() * 1e3;
     Ok(Prepared {
         compiled,
         exe,
         elaborate_ms,
         codegen_ms,
+        isa: options.isa.name(),
     })
 }
 
@@ -175,6 +194,8 @@ pub struct Report {
     /// The network with its hyperparameters, as `netc stats` names it.
     pub net: String,
     pub batch: usize,
+    /// The matrix multiply's instruction set: `avx2` or `baseline`.
+    pub isa: String,
     pub threads: usize,
     pub runs: usize,
     pub warmup: usize,
@@ -233,6 +254,7 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
     Ok(Report {
         net: net_title(graph),
         batch: p.compiled.input_shape()[0],
+        isa: p.isa.to_string(),
         threads,
         runs,
         warmup: config.warmup,

@@ -81,15 +81,25 @@
 //! spills.
 //!
 //! [`F32x4Tile`] is the portable tile: 4 rows x 8 columns, 8 f32x4 accumulators, one broadcast per
-//! input element reused across the two weight vectors. A wider tile for x86-64 (AVX2/AVX-512) can
-//! be added beside it: either implement the step methods with wider values, or override
-//! `compute` as a whole (for example with a call into a native micro-kernel that receives the same
-//! addresses); the packing only depends on `nr`.
+//! input element reused across the two weight vectors.
+//!
+//! # The wide path (x86-64 with AVX2 and FMA)
+//!
+//! With [`Isa::Native`] on a CPU that has AVX2 and FMA, and when every group's input channels,
+//! output columns and residual columns are contiguous (in any order: a permutation of a
+//! contiguous range is absorbed by the packing), the weights are packed in panels of
+//! [`avx2::NR`] (16) columns and a work item is a block of [`avx2::MR`] (6) rows. The code for
+//! items `begin..end` walks their rows in chunks (sized as above), and per chunk, group and panel
+//! makes one call of the Rust micro-kernel ([`avx2`]), which computes the chunk's rows of that
+//! panel in 6x16 register tiles with the epilogue in registers. Other slot layouts (ShuffleNet's
+//! shuffled or gapped channels) keep the f32x4 tile.
 
+use super::avx2;
 use super::window::zero_of;
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
+use crate::codegen::Isa;
 use crate::ir::op::Activation;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, types::Type, BlockArg, InstBuilder, MemFlagsData, Value};
@@ -788,6 +798,9 @@ impl Columns {
 
 /// A 1x1 convolution or dense layer as a matrix multiply with a fused epilogue.
 pub struct Gemm {
+    /// The AVX2 micro-kernel computes the tiles (panels of [`avx2::NR`] columns, items of
+    /// [`avx2::MR`] rows); the plans are then empty.
+    wide: bool,
     input: Buf,
     out: Buf,
     residual: Option<Buf>,
@@ -842,7 +855,10 @@ struct PanelSite {
 impl Gemm {
     /// Checks the shapes and slots of `spec`, and packs its weights, bias and affine (permuted
     /// into packed order) into `pack`.
-    pub fn new(spec: &GemmSpec, pack: &mut Packer) -> Gemm {
+    /// With `isa` wide and every group's input channels, output columns and residual columns
+    /// contiguous (in some order), the kernel calls the AVX2 micro-kernel on 16-wide panels;
+    /// otherwise it uses the f32x4 tile.
+    pub fn new(spec: &GemmSpec, pack: &mut Packer, isa: Isa) -> Gemm {
         let (input, out, groups) = (spec.input, spec.out, spec.groups);
         assert!(groups > 0 && input.c > 0 && out.c > 0, "non-empty GEMM");
         let k = input.c / groups;
@@ -866,13 +882,16 @@ impl Gemm {
         per_channel(spec.post.map(|p| p.0), "scale");
         per_channel(spec.post.map(|p| p.1), "shift");
 
-        let panels = n.div_ceil(NR);
-        let mut packed = vec![0.0f32; groups * panels * k * NR];
-        // Bias, scale and shift in packed column order.
-        let mut columns = vec![[0.0f32; 3]; groups * panels * NR];
-        let mut plans = Vec::with_capacity(groups);
-        // Offset tables (`KRun::Table`, `PanelRun::Table`), shared by groups with the same ones.
-        let mut tables: HashMap<Vec<usize>, usize> = HashMap::new();
+        // Per group: the input and output channels in packed order, and their slots relative to
+        // the group's first input, output and residual slot.
+        struct Order {
+            iperm: Vec<usize>,
+            in_rel: Vec<usize>,
+            operm: Vec<usize>,
+            out_rel: Vec<i64>,
+            res_rel: Vec<i64>,
+        }
+        let mut orders = Vec::with_capacity(groups);
         let mut bases = Vec::with_capacity(groups);
         for g in 0..groups {
             let mut iperm: Vec<usize> = (0..k).collect();
@@ -893,20 +912,53 @@ impl Gemm {
                 }
                 None => (0, vec![0; n]),
             };
-            for (s, &o) in operm.iter().enumerate() {
-                let (j, c) = (s / NR, s % NR);
+            orders.push(Order {
+                iperm,
+                in_rel,
+                operm,
+                out_rel,
+                res_rel,
+            });
+            bases.push(Bases {
+                input: in_base as i64,
+                out: out_base as i64,
+                res: res_base as i64,
+            });
+        }
+        // The micro-kernel reads contiguous input channels and writes contiguous columns.
+        let wide = isa.wide()
+            && orders.iter().all(|o| {
+                let contiguous = |v: &mut dyn Iterator<Item = i64>| v.enumerate().all(|(i, x)| x == i as i64);
+                contiguous(&mut o.in_rel.iter().map(|&x| x as i64))
+                    && contiguous(&mut o.out_rel.iter().copied())
+                    && (residual.is_none() || contiguous(&mut o.res_rel.iter().copied()))
+            });
+        let nr = if wide { avx2::NR } else { NR };
+        let panels = n.div_ceil(nr);
+        let mut packed = vec![0.0f32; groups * panels * k * nr];
+        // Bias, scale and shift in packed column order.
+        let mut columns = vec![[0.0f32; 3]; groups * panels * nr];
+        let mut plans = Vec::with_capacity(groups);
+        // Offset tables (`KRun::Table`, `PanelRun::Table`), shared by groups with the same ones.
+        let mut tables: HashMap<Vec<usize>, usize> = HashMap::new();
+        for (g, order) in orders.iter().enumerate() {
+            for (s, &o) in order.operm.iter().enumerate() {
+                let (j, c) = (s / nr, s % nr);
                 let row = &spec.weight[(g * n + o) * k..(g * n + o + 1) * k];
-                for (kk, &i) in iperm.iter().enumerate() {
-                    packed[((g * panels + j) * k + kk) * NR + c] = row[i];
+                for (kk, &i) in order.iperm.iter().enumerate() {
+                    packed[((g * panels + j) * k + kk) * nr + c] = row[i];
                 }
-                let col = &mut columns[(g * panels + j) * NR + c];
+                let col = &mut columns[(g * panels + j) * nr + c];
                 col[0] = spec.bias.map_or(0.0, |b| b[g * n + o]);
                 if let Some((scale, shift)) = spec.post {
                     col[1] = scale[g * n + o];
                     col[2] = shift[g * n + o];
                 }
             }
-            let mut k_plan = k_runs(&in_rel);
+            if wide {
+                continue;
+            }
+            let mut k_plan = k_runs(&order.in_rel);
             let unrolled: usize = k_plan
                 .iter()
                 .map(|r| if let KRun::Steps(s) = r { s.len() } else { 0 })
@@ -922,7 +974,7 @@ impl Gemm {
                     }
                 }
             }
-            let mut panel_plan = panel_runs(&out_rel, &res_rel);
+            let mut panel_plan = panel_runs(&order.out_rel, &order.res_rel);
             let full_singles = panel_plan
                 .iter()
                 .filter(|r| matches!(r, PanelRun::Single { out, .. } if out.len() == NR))
@@ -933,11 +985,6 @@ impl Gemm {
             plans.push(GroupPlan {
                 k: k_plan,
                 panels: panel_plan,
-            });
-            bases.push(Bases {
-                input: in_base as i64,
-                out: out_base as i64,
-                res: res_base as i64,
             });
         }
         let weights = pack.push(&packed);
@@ -964,6 +1011,7 @@ impl Gemm {
             (affine && shared).then_some(step)
         };
         Gemm {
+            wide,
             input,
             out,
             residual: residual.map(|r| r.0),
@@ -984,8 +1032,26 @@ impl Gemm {
         self.out.pixels()
     }
 
+    /// Columns of a packed panel.
+    fn nr(&self) -> usize {
+        if self.wide {
+            avx2::NR
+        } else {
+            NR
+        }
+    }
+
+    /// Rows of a work item.
+    fn mr(&self) -> usize {
+        if self.wide {
+            avx2::MR
+        } else {
+            MR
+        }
+    }
+
     fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
+        self.n.div_ceil(self.nr())
     }
 
     /// Row blocks per chunk. Within a chunk, every panel re-reads the chunk's input rows (which
@@ -1002,10 +1068,11 @@ impl Gemm {
     fn chunk_blocks(&self) -> i64 {
         let row_in = (self.k * 4).max(1);
         let row_out = (self.n * self.groups * 4).max(1);
-        let weight_bytes = self.groups * self.panels() * self.k * NR * 4;
+        let weight_bytes = self.groups * self.panels() * self.k * self.nr() * 4;
+        let mr = self.mr();
         let mut rows = (96 * 1024 / row_in).min(48 * 1024 / row_out);
         if weight_bytes <= 32 * 1024 {
-            rows = MR;
+            rows = mr;
         } else if weight_bytes >= 256 * 1024 {
             rows = if self.rows() * row_in <= 256 * 1024 {
                 self.rows()
@@ -1013,10 +1080,105 @@ impl Gemm {
                 rows.max((128 * 1024 / row_in).min(256))
             };
         }
-        let blocks = (rows / MR).max(1);
-        let full = (self.rows() / MR).max(1);
+        let blocks = (rows / mr).max(1);
+        let full = (self.rows() / mr).max(1);
         let chunks = full.div_ceil(blocks);
         full.div_ceil(chunks) as i64
+    }
+
+    /// The loop nest of the wide path: items are blocks of [`avx2::MR`] rows; the rows of items
+    /// `begin..end` are walked in chunks, and per chunk, group and 16-column panel one call of
+    /// the micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
+    /// with its valid column count).
+    fn emit_wide(&self, e: &mut Emit, begin: Value, end: Value) {
+        let f = e
+            .gemm_wide
+            .expect("the wide micro-kernel is imported into wide GEMM kernels");
+        let m = self.rows() as i64;
+        let mr = avx2::MR as i64;
+        let chunk = self.chunk_blocks() * mr;
+        let panels = self.panels();
+        let (full, tail) = ((self.n / avx2::NR) as i64, (self.n % avx2::NR) as i64);
+        let panel_bytes = (self.k * avx2::NR * 4) as i64;
+        let lo = e.b.ins().imul_imm_s(begin, mr);
+        let hi = e.b.ins().imul_imm_s(end, mr);
+        let m_v = e.int(m);
+        let hi = e.b.ins().smin(hi, m_v);
+        let (act, slope) = match self.act {
+            None => (avx2::ACT_NONE, 0.0),
+            Some(Activation::Relu) => (avx2::ACT_RELU, 0.0),
+            Some(Activation::Relu6) => (avx2::ACT_RELU6, 0.0),
+            Some(Activation::LeakyRelu { slope }) => (avx2::ACT_LEAKY, slope),
+        };
+        e.for_range(lo, hi, chunk, |e, r0| {
+            let r1 = e.b.ins().iadd_imm_s(r0, chunk);
+            let r1 = e.b.ins().smin(r1, hi);
+            let rows = e.b.ins().isub(r1, r0);
+            // Byte address of element `slot` of row `r0` of `buf`.
+            let row_addr = |e: &mut Emit, buf: &Buf, slot: i64| {
+                let at = e.b.ins().imul_imm_s(r0, buf.stride as i64 * 4);
+                let at = e.b.ins().iadd(e.arena, at);
+                e.b.ins().iadd_imm_s(at, (buf.offset as i64 + slot) * 4)
+            };
+            for (g, b) in self.bases.iter().enumerate() {
+                let a = row_addr(e, &self.input, b.input);
+                let out = row_addr(e, &self.out, b.out);
+                let res = self.residual.as_ref().map(|r| (row_addr(e, r, b.res), r.stride));
+                let first = (g * panels) as i64;
+                let call = |e: &mut Emit, j: Value, cols: i64| {
+                    // Packed data of panel `g * panels + j` at element `offset`, `per_panel`
+                    // elements per panel.
+                    let packed = |e: &mut Emit, offset: usize, per_panel: i64| {
+                        let at = e.b.ins().imul_imm_s(j, per_panel * 4);
+                        let at = e.b.ins().iadd(e.weights, at);
+                        e.b.ins().iadd_imm_s(at, (offset as i64 + first * per_panel) * 4)
+                    };
+                    let null = e.int(0);
+                    let panel = packed(e, self.weights, panel_bytes / 4);
+                    let bias = self.bias.map_or(null, |o| packed(e, o, avx2::NR as i64));
+                    let (scale, shift) = match self.post {
+                        Some((sc, sh)) => (packed(e, sc, avx2::NR as i64), packed(e, sh, avx2::NR as i64)),
+                        None => (null, null),
+                    };
+                    let col_bytes = e.b.ins().imul_imm_s(j, (avx2::NR * 4) as i64);
+                    let (res, res_stride) = match res {
+                        Some((r, stride)) => (e.b.ins().iadd(r, col_bytes), e.int(stride as i64)),
+                        None => (null, null),
+                    };
+                    let out = e.b.ins().iadd(out, col_bytes);
+                    let args = [
+                        a,
+                        e.int(self.input.stride as i64),
+                        panel,
+                        e.int(self.k as i64),
+                        rows,
+                        e.int(cols),
+                        bias,
+                        scale,
+                        shift,
+                        res,
+                        res_stride,
+                        out,
+                        e.int(self.out.stride as i64),
+                        e.int(act),
+                        e.f32(slope),
+                    ];
+                    e.b.ins().call(f, &args);
+                };
+                match full {
+                    0 => {}
+                    1 => {
+                        let j = e.int(0);
+                        call(e, j, avx2::NR as i64);
+                    }
+                    _ => e.for_const(0, full, |e, j| call(e, j, avx2::NR as i64)),
+                }
+                if tail > 0 {
+                    let j = e.int(full);
+                    call(e, j, tail);
+                }
+            }
+        });
     }
 
     /// Emits the tiles of `blocks` for every group and panel.
@@ -1271,14 +1433,21 @@ impl Gemm {
 
 impl Kernel for Gemm {
     fn items(&self) -> usize {
-        self.rows().div_ceil(MR)
+        self.rows().div_ceil(self.mr())
     }
 
     fn work_per_item(&self) -> usize {
-        MR * self.k * self.n * self.groups
+        self.mr() * self.k * self.n * self.groups
+    }
+
+    fn calls_wide_gemm(&self) -> bool {
+        self.wide
     }
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        if self.wide {
+            return self.emit_wide(e, begin, end);
+        }
         // `end` is a count, never negative: this is the barrier's always-true condition.
         let always = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, end, 0);
         let m = self.rows();

@@ -4,6 +4,7 @@
 //! and emits the code for a range of them. Lowering a node picks the family, packs the node's
 //! weights in the order that family reads them, and bakes every shape, stride and offset in.
 
+pub mod avx2;
 pub mod conv;
 pub mod depthwise;
 pub mod direct;
@@ -15,6 +16,7 @@ pub mod window;
 use super::emit::Emit;
 use super::layout::{self, Buf};
 use super::params;
+use super::Isa;
 use crate::ir::op::Op;
 use crate::ir::{FoldedBn, Graph, Kernel as Family, NodeId, Runs};
 use crate::passes::place::shuffle_source;
@@ -30,6 +32,10 @@ pub trait Kernel {
     fn work_per_item(&self) -> usize;
     /// Emits the body that computes items `begin..end`.
     fn emit(&self, e: &mut Emit, begin: Value, end: Value);
+    /// Whether the code calls the AVX2 matrix-multiply micro-kernel (`Emit::gemm_wide`).
+    fn calls_wide_gemm(&self) -> bool {
+        false
+    }
 }
 
 /// The packed weights of the whole network, one f32 buffer; each kernel reads its part at
@@ -50,8 +56,9 @@ impl Packer {
 }
 
 /// The kernels of node `ix` of a placed and planned graph, in the order they run: a gather per
-/// staged input, then the node's own kernel. Nodes that run nothing give none.
-pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer) -> Vec<Box<dyn Kernel>> {
+/// staged input, then the node's own kernel. Nodes that run nothing give none. `isa` picks the
+/// matrix multiply's tile.
+pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, isa: Isa) -> Vec<Box<dyn Kernel>> {
     let node = graph.node(ix);
     let place = node.place.as_ref().expect("the graph is placed");
     let Runs::Kernel(kind) = place.runs else {
@@ -113,7 +120,7 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer) ->
                 act,
                 post: layer.post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())),
             };
-            Box::new(gemm::Gemm::new(&spec, pack))
+            Box::new(gemm::Gemm::new(&spec, pack, isa))
         }
         (Op::Conv(c), Family::Depthwise) => {
             let (input, rel) = ranged(0);

@@ -1,0 +1,225 @@
+//! The AVX2 + FMA micro-kernel of the matrix multiply on x86-64 (see `gemm.rs`).
+//!
+//! Cranelift's x64 backend lowers no vector wider than 128 bits, so the wide tile is a Rust
+//! function compiled for AVX2 + FMA, registered as a host symbol of the JIT module
+//! ([`SYMBOL`]) and called from the generated loop nest once per (16-column weight panel, block of
+//! rows). It computes, for the rows `0..rows` and the valid columns `0..cols` of one panel:
+//!
+//! ```text
+//! acc = bias[c] + sum_k a[r][k] * panel[k][c] + residual[r][c]
+//! out[r][c] = act(acc) * scale[c] + shift[c]
+//! ```
+//!
+//! in tiles of 6 rows x 16 columns (12 ymm accumulators, two weight vectors and one broadcast),
+//! then one tile of the remaining 1-5 rows. The epilogue (bias, residual, activation, affine)
+//! runs on the accumulators while they are in registers.
+//!
+//! # Calling convention
+//!
+//! `extern "C"`, all integers `i64`, all pointers to `f32`, strides in elements:
+//!
+//! | argument | meaning |
+//! |---|---|
+//! | `a`, `a_stride` | row 0 of the input at its first channel; row `r` starts at `a + r * a_stride`, its `k` channels are contiguous |
+//! | `panel`, `k` | the packed panel: `k` rows of 16 floats, zero-padded past `cols` |
+//! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`) |
+//! | `bias`, `scale`, `shift` | 16 floats each (zero-padded past `cols`), or null |
+//! | `res`, `res_stride` | row 0 of the residual at column 0 (columns contiguous), or null |
+//! | `out`, `out_stride` | row 0 of the output at column 0 (columns contiguous) |
+//! | `act`, `slope` | [`ACT_NONE`], [`ACT_RELU`], [`ACT_RELU6`] or [`ACT_LEAKY`] with its slope |
+//!
+//! Only the `cols` valid columns of the residual and the output are touched (masked loads and
+//! stores for a narrow panel), so the kernel reads and writes nothing outside the tensors. Each
+//! element is computed by the same sequence of operations (the bias, then one FMA per k in order,
+//! then the epilogue) whatever the row count of the call, so results do not depend on how rows are
+//! split between calls or threads. The residual may be the output itself (same elements): each
+//! element is read before it is written. The function never panics.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// The name the micro-kernel is registered under in the JIT module.
+pub const SYMBOL: &str = "netc_gemm_avx2_6x16";
+/// Columns of a panel: two ymm vectors.
+pub const NR: usize = 16;
+/// Rows of a full register tile.
+pub const MR: usize = 6;
+
+pub const ACT_NONE: i64 = 0;
+pub const ACT_RELU: i64 = 1;
+pub const ACT_RELU6: i64 = 2;
+pub const ACT_LEAKY: i64 = 3;
+
+/// Whether this CPU runs the micro-kernel (x86-64 with AVX2 and FMA).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The micro-kernel's address, for `JITBuilder::symbol`.
+#[cfg(target_arch = "x86_64")]
+pub fn address() -> *const u8 {
+    gemm_avx2_6x16 as *const u8
+}
+
+/// The epilogue's constants and the output columns, shared by every tile of a call.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Epilogue {
+    bias: *const f32,
+    scale: *const f32,
+    shift: *const f32,
+    res: *const f32,
+    res_stride: isize,
+    out: *mut f32,
+    out_stride: isize,
+    act: i64,
+    slope: f32,
+    /// Lane mask of the valid columns of each half, when `cols < 16`.
+    mask: Option<[__m256i; 2]>,
+}
+
+/// See the module documentation.
+///
+/// # Safety
+///
+/// The CPU supports AVX2 and FMA, and every pointer covers what the arguments describe.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn gemm_avx2_6x16(
+    a: *const f32,
+    a_stride: i64,
+    panel: *const f32,
+    k: i64,
+    rows: i64,
+    cols: i64,
+    bias: *const f32,
+    scale: *const f32,
+    shift: *const f32,
+    res: *const f32,
+    res_stride: i64,
+    out: *mut f32,
+    out_stride: i64,
+    act: i64,
+    slope: f32,
+) {
+    if rows <= 0 || cols <= 0 {
+        return;
+    }
+    let cols = cols.min(NR as i64);
+    let mask = (cols < NR as i64).then(|| {
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let lo = _mm256_set1_epi32(cols as i32);
+        let hi = _mm256_set1_epi32(cols as i32 - 8);
+        // Lane `l` of a half is valid when `l < valid columns of that half`.
+        [_mm256_cmpgt_epi32(lo, lane), _mm256_cmpgt_epi32(hi, lane)]
+    });
+    let mut ep = Epilogue {
+        bias,
+        scale,
+        shift,
+        res,
+        res_stride: res_stride as isize,
+        out,
+        out_stride: out_stride as isize,
+        act,
+        slope,
+        mask,
+    };
+    let k = k.max(0) as usize;
+    let a_stride = a_stride as isize;
+    let mut a = a;
+    let mut left = rows;
+    while left >= MR as i64 {
+        tile::<MR>(a, a_stride, panel, k, &ep);
+        a = a.wrapping_offset(a_stride.wrapping_mul(MR as isize));
+        ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(MR as isize));
+        if !ep.res.is_null() {
+            ep.res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(MR as isize));
+        }
+        left -= MR as i64;
+    }
+    match left {
+        1 => tile::<1>(a, a_stride, panel, k, &ep),
+        2 => tile::<2>(a, a_stride, panel, k, &ep),
+        3 => tile::<3>(a, a_stride, panel, k, &ep),
+        4 => tile::<4>(a, a_stride, panel, k, &ep),
+        5 => tile::<5>(a, a_stride, panel, k, &ep),
+        _ => {}
+    }
+}
+
+/// One tile of `R` rows x 16 columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn tile<const R: usize>(a: *const f32, a_stride: isize, panel: *const f32, k: usize, ep: &Epilogue) {
+    let (b0, b1) = if ep.bias.is_null() {
+        (_mm256_setzero_ps(), _mm256_setzero_ps())
+    } else {
+        (_mm256_loadu_ps(ep.bias), _mm256_loadu_ps(ep.bias.add(8)))
+    };
+    let mut acc = [[b0, b1]; R];
+    let mut rows = [a; R];
+    for (r, row) in rows.iter_mut().enumerate() {
+        *row = a.wrapping_offset(a_stride.wrapping_mul(r as isize));
+    }
+    let mut w = panel;
+    for _ in 0..k {
+        let w0 = _mm256_loadu_ps(w);
+        let w1 = _mm256_loadu_ps(w.add(8));
+        for r in 0..R {
+            let x = _mm256_broadcast_ss(&*rows[r]);
+            acc[r][0] = _mm256_fmadd_ps(x, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(x, w1, acc[r][1]);
+            rows[r] = rows[r].add(1);
+        }
+        w = w.add(NR);
+    }
+    let zero = _mm256_setzero_ps();
+    let six = _mm256_set1_ps(6.0);
+    let slope = _mm256_set1_ps(ep.slope);
+    let post = (!ep.scale.is_null() && !ep.shift.is_null()).then(|| {
+        [
+            (_mm256_loadu_ps(ep.scale), _mm256_loadu_ps(ep.shift)),
+            (_mm256_loadu_ps(ep.scale.add(8)), _mm256_loadu_ps(ep.shift.add(8))),
+        ]
+    });
+    for (r, acc) in acc.iter().enumerate() {
+        let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
+        let res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(r as isize));
+        for (h, &v) in acc.iter().enumerate() {
+            let mut v = v;
+            if !ep.res.is_null() {
+                let x = match ep.mask {
+                    None => _mm256_loadu_ps(res.wrapping_add(8 * h)),
+                    Some(m) => _mm256_maskload_ps(res.wrapping_add(8 * h), m[h]),
+                };
+                v = _mm256_add_ps(v, x);
+            }
+            v = match ep.act {
+                ACT_RELU => _mm256_max_ps(v, zero),
+                ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+                ACT_LEAKY => {
+                    let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero);
+                    _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), neg)
+                }
+                _ => v,
+            };
+            if let Some(p) = &post {
+                v = _mm256_fmadd_ps(v, p[h].0, p[h].1);
+            }
+            match ep.mask {
+                None => _mm256_storeu_ps(out.wrapping_add(8 * h), v),
+                Some(m) => _mm256_maskstore_ps(out.wrapping_add(8 * h), m[h], v),
+            }
+        }
+    }
+}
