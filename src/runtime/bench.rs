@@ -196,6 +196,23 @@ pub struct Report {
     /// Sum of the steps' median times, with `--profile` (one thread).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_total_ms: Option<f64>,
+    /// Peak resident memory of the process so far (compilation, weights, code, the runs), where
+    /// the system tells it (Linux: `VmHWM`); `None` elsewhere.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where there is one.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// `name(k=v, ...)` of a graph.
@@ -247,6 +264,7 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
         peak_gflops: config.peak_gflops,
         nodes,
         profile_total_ms,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
