@@ -2,7 +2,8 @@
 //!
 //! The pipeline runs one way: source text is parsed ([`syntax`]) into an AST, elaborated
 //! ([`elab`]) into the graph IR ([`ir`]), and transformed by the passes ([`passes`]). Every stage's
-//! output can be printed. This module is the public entry point: compile a file or a string with
+//! output can be printed; the graph can be run ([`runtime`], [`codegen`]) or exported as an ONNX
+//! model ([`onnx`]). This module is the public entry point: compile a file or a string with
 //! hyperparameter overrides, stopping after any stage.
 
 pub mod codegen;
@@ -10,6 +11,7 @@ pub mod diag;
 pub mod elab;
 pub mod ir;
 pub mod load;
+pub mod onnx;
 pub mod passes;
 pub mod report;
 pub mod runtime;
@@ -100,6 +102,12 @@ impl Compiled {
     ) -> Result<runtime::executor::Executable, Diagnostic> {
         weights.check(&self.graph, "the weights")?;
         codegen::compile(self.planned()?.as_ref(), weights, options)
+    }
+
+    /// The network as written (the unoptimized graph, with batchnorms, shuffles and concats as
+    /// ONNX operators) and `weights` as an ONNX model.
+    pub fn export_onnx(&self, weights: &runtime::Weights) -> Result<onnx::proto::ModelProto, Diagnostic> {
+        onnx::export(&self.graph, weights)
     }
 
     /// Whether the network's first output already is a probability distribution (ends in softmax).

@@ -87,6 +87,8 @@ enum Command {
     },
     /// Run the network on an image, a .npy tensor or a seeded random input.
     Run(RunArgs),
+    /// Write the network and its weights as an ONNX model (opset 13, float32).
+    Export(ExportArgs),
     /// Time the generated code: compile time, latency over repeated runs, optional per-node profile.
     Bench(BenchArgs),
     /// Print the Cranelift IR of the generated kernels.
@@ -179,6 +181,21 @@ struct RunArgs {
     /// Image standard deviation per channel, R,G,B (overrides the preset).
     #[arg(long, value_name = "R,G,B")]
     std: Option<String>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Weights (safetensors). Without it, the seeded initialization is used.
+    #[arg(long, value_name = "W.safetensors")]
+    weights: Option<PathBuf>,
+    /// Seed of the initialization.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The ONNX file to write.
+    #[arg(short, long, value_name = "OUT.onnx")]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -385,6 +402,47 @@ fn read_labels(path: &std::path::Path) -> Result<Vec<String>, Diagnostic> {
     Ok(text.lines().map(|l| l.trim().to_string()).collect())
 }
 
+/// The weights from `--weights`, or the seeded initialization (saying so on stderr).
+fn weights_or_init(
+    c: &Compiled,
+    path: Option<&std::path::Path>,
+    seed: u64,
+) -> Result<netc::runtime::Weights, Diagnostic> {
+    match path {
+        Some(path) => c.load_weights(path),
+        None => {
+            eprintln!("note: no --weights given; using the seeded initialization (seed {seed})");
+            Ok(c.init_weights(seed))
+        }
+    }
+}
+
+fn export_network(args: &ExportArgs) -> ExitCode {
+    let c = match compile(&args.common, Some(netc::onnx::EXPORT_STAGE)) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Err(d) = netc::onnx::check_size(&c.graph) {
+        return fail(d);
+    }
+    let model = match weights_or_init(&c, args.weights.as_deref(), args.seed).and_then(|w| c.export_onnx(&w)) {
+        Ok(m) => m,
+        Err(d) => return fail(d),
+    };
+    if let Err(d) = netc::onnx::write(&model, &args.output) {
+        return fail(d);
+    }
+    let graph = model.graph.as_ref();
+    eprintln!(
+        "wrote {} (ONNX opset {}: {} nodes, {} initializers)",
+        args.output.display(),
+        netc::onnx::OPSET,
+        graph.map_or(0, |g| g.node.len()),
+        graph.map_or(0, |g| g.initializer.len()),
+    );
+    ExitCode::SUCCESS
+}
+
 fn run_network(args: &RunArgs) -> ExitCode {
     let norm = match normalization(args) {
         Ok(n) => n,
@@ -394,18 +452,9 @@ fn run_network(args: &RunArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let weights = match &args.weights {
-        Some(path) => match c.load_weights(path) {
-            Ok(w) => w,
-            Err(d) => return fail(d),
-        },
-        None => {
-            eprintln!(
-                "note: no --weights given; using the seeded initialization (seed {})",
-                args.seed
-            );
-            c.init_weights(args.seed)
-        }
+    let weights = match weights_or_init(&c, args.weights.as_deref(), args.seed) {
+        Ok(w) => w,
+        Err(d) => return fail(d),
     };
     let labels = match args.labels.as_deref().map(read_labels).transpose() {
         Ok(l) => l,
@@ -556,6 +605,7 @@ fn run(cli: Cli) -> ExitCode {
             Err(code) => code,
         },
         Command::Run(args) => run_network(&args),
+        Command::Export(args) => export_network(&args),
         Command::Bench(args) => bench_network(&args),
         Command::Clif { common, node } => match compile(&common, None) {
             Ok(c) => {

@@ -90,6 +90,9 @@ fn json_has_sane_timings() {
             "{v}"
         );
         assert!(v.get("nodes").is_none(), "no profile without --profile: {v}");
+        if cfg!(target_os = "linux") {
+            assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 /// Single-core peak of independent f32x4 (128-bit) FMA chains measured on the machine the project
-/// runs on (AMD EPYC Zen 4) with `cargo run --release --example fma_peak`: 66 GFLOP/s. The x64
+/// runs on (a 2-vCPU Intel Xeon virtual machine) with `cargo run --release --example fma_peak`: 66 GFLOP/s. The x64
 /// Cranelift backend emits no vector wider than 128 bits, so this is the ceiling of one thread of
 /// Cranelift-generated code (the `baseline` ISA).
 pub const PEAK_GFLOPS_F32X4: f64 = 66.0;
@@ -218,6 +218,23 @@ pub struct Report {
     /// Sum of the steps' median times, with `--profile` (one thread).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_total_ms: Option<f64>,
+    /// Peak resident memory of the process so far (compilation, weights, code, the runs), where
+    /// the system tells it (Linux: `VmHWM`); `None` elsewhere.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where there is one.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// `name(k=v, ...)` of a graph.
@@ -270,6 +287,7 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
         peak_gflops: config.peak_gflops,
         nodes,
         profile_total_ms,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
