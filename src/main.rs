@@ -91,6 +91,17 @@ enum Command {
     Export(ExportArgs),
     /// Time the generated code: compile time, latency over repeated runs, optional per-node profile.
     Bench(BenchArgs),
+    /// Turn an ONNX model into a .net file and a safetensors file of its weights.
+    Import {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The .net file to write.
+        #[arg(short, long, value_name = "OUT.net")]
+        output: PathBuf,
+        /// The weights file to write (default: OUT with the extension .safetensors).
+        #[arg(long, value_name = "W.safetensors")]
+        weights_out: Option<PathBuf>,
+    },
     /// Print the Cranelift IR of the generated kernels.
     Clif {
         #[command(flatten)]
@@ -506,6 +517,39 @@ fn run_network(args: &RunArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn import_model(model: &std::path::Path, output: &std::path::Path, weights_out: Option<PathBuf>) -> ExitCode {
+    let weights_path = weights_out.unwrap_or_else(|| output.with_extension("safetensors"));
+    let imported = match netc::onnx::import::import_file(model) {
+        Ok(i) => i,
+        Err(d) => return fail(d),
+    };
+    if let Err(e) = std::fs::write(output, &imported.text) {
+        return fail(netc::runtime::errors::unwritable(
+            &output.display().to_string(),
+            &e.to_string(),
+        ));
+    }
+    if let Err(d) = imported.weights.save(&weights_path) {
+        return fail(d);
+    }
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    eprintln!(
+        "wrote {} and {} tensors to {}",
+        output.display(),
+        imported.weights.len(),
+        weights_path.display()
+    );
+    if imported.batch != 1 {
+        eprintln!(
+            "note: the model's batch size is {}: compile with --batch {}",
+            imported.batch, imported.batch
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 fn compile(common: &Common, after: Option<&str>) -> Result<Compiled, ExitCode> {
     let mut overrides = Vec::new();
     for s in &common.set {
@@ -606,6 +650,11 @@ fn run(cli: Cli) -> ExitCode {
         },
         Command::Run(args) => run_network(&args),
         Command::Export(args) => export_network(&args),
+        Command::Import {
+            model,
+            output,
+            weights_out,
+        } => import_model(&model, &output, weights_out),
         Command::Bench(args) => bench_network(&args),
         Command::Clif { common, node } => match compile(&common, None) {
             Ok(c) => {
@@ -627,7 +676,7 @@ fn run(cli: Cli) -> ExitCode {
                         let names: Vec<&str> = exe.clif().iter().map(|(name, _)| name.as_str()).collect();
                         let similar = netc::elab::errors::similar(n, names.iter().copied());
                         let mut d = Diagnostic::error("E0510", format!("no kernel for node `{n}`"))
-                            .with_note("views (dropout, flatten of a 1x1 map) and inputs have no kernel");
+                            .with_note("views (slices, shuffles, concats, a flatten of a 1x1 map), nodes fused into another node's kernel and inputs have no kernel");
                         if let Some(s) = similar.first() {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         }

@@ -15,6 +15,7 @@
 
 pub mod errors;
 pub mod export;
+pub mod import;
 #[allow(clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod proto;
 
