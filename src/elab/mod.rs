@@ -119,6 +119,11 @@ struct Elab<'a> {
     batch: usize,
 }
 
+/// Whether `word` names a layer, a builtin function or a builtin constant of the language.
+pub fn is_builtin(word: &str) -> bool {
+    layers::lookup(word).is_some() || builtins::lookup(word).is_some() || builtins::CONSTANTS.contains(&word)
+}
+
 /// Elaborates a program: `files` are the parsed network file first, then its includes.
 pub fn elaborate(files: &[File], main_span: Span, options: &Options) -> Result<Graph> {
     let defs = collect(files, main_span)?;

@@ -193,7 +193,8 @@ fn misspelled_keyword(text: &str, pos: usize) -> Option<(&str, &'static str)> {
         .map(|k| (word, k))
 }
 
-fn is_keyword(word: &str) -> bool {
+/// Whether `word` is a keyword of the language.
+pub fn is_keyword(word: &str) -> bool {
     const KEYWORDS: [&str; 18] = [
         "include", "const", "fn", "block", "net", "let", "for", "in", "if", "else", "return", "assert", "and", "or",
         "not", "true", "false", "as",

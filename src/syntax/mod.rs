@@ -7,6 +7,8 @@
 
 pub mod ast;
 mod errors;
+
+pub use errors::is_keyword;
 mod parse;
 
 use crate::diag::Diagnostic;

@@ -5,69 +5,14 @@ use std::collections::HashSet;
 /// Longest label the importer gives (netc allows 512 bytes for a whole name).
 const MAX_LABEL: usize = 200;
 
-/// Words a variable may not be: keywords, layers, builtins and constants of the language.
-const RESERVED: &[&str] = &[
-    "include",
-    "const",
-    "fn",
-    "block",
-    "net",
-    "let",
-    "for",
-    "in",
-    "if",
-    "else",
-    "return",
-    "assert",
-    "and",
-    "or",
-    "not",
-    "true",
-    "false",
-    "as",
-    "input",
-    "same",
-    "valid",
-    "min",
-    "max",
-    "round",
-    "floor",
-    "ceil",
-    "int",
-    "float",
-    "abs",
-    "make_divisible",
-    "range",
-    "len",
-    "error",
-    "lookup",
-    "str",
-    "bool",
-    "list",
-    "tensor",
-    "layer",
-    "any",
-    "conv",
-    "dwconv",
-    "batchnorm",
-    "relu",
-    "relu6",
-    "leaky_relu",
-    "identity",
-    "maxpool",
-    "avgpool",
-    "global_avgpool",
-    "global_maxpool",
-    "dense",
-    "flatten",
-    "concat",
-    "add",
-    "split",
-    "shuffle",
-    "dropout",
-    "softmax",
-    "slice",
-];
+/// Words of the language a variable may not be besides its keywords, layers, builtins and
+/// constants: the `input` statement and the parameter types.
+const OTHER_WORDS: &[&str] = &["input", "str", "bool", "list", "tensor", "layer", "any"];
+
+/// Whether a variable may not be named `word`.
+fn reserved(word: &str) -> bool {
+    crate::syntax::is_keyword(word) || OTHER_WORDS.contains(&word) || crate::elab::is_builtin(word)
+}
 
 /// The labels and variables given out so far.
 #[derive(Debug, Default)]
@@ -138,7 +83,7 @@ impl Names {
         if s.starts_with(|c: char| c.is_ascii_digit()) {
             s = format!("t{s}");
         }
-        if RESERVED.contains(&s.as_str()) {
+        if reserved(&s) {
             s.push_str("_out");
         }
         unique(&mut self.vars, &s)
