@@ -160,11 +160,11 @@ pub fn table(graph: &Graph, optimized: &Graph) -> String {
         "layer", "op", "output", "params", "MACs", "activations", "runs"
     );
     let rule = "-".repeat(header.len());
+    let header = header.trim_end().to_string();
     let _ = writeln!(out, "{header}\n{rule}");
     for l in &s.layers {
-        let _ = writeln!(
-            out,
-            "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}  {:runs_w$}",
+        let line = format!(
+            "{:name_w$}  {:op_w$}  {:shape_w$}  {:>12}  {:>14}  {:>12}  {}",
             l.name,
             l.op,
             format!("{:?}", l.shape),
@@ -173,6 +173,7 @@ pub fn table(graph: &Graph, optimized: &Graph) -> String {
             bytes(l.activation_bytes),
             l.runs
         );
+        let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "{rule}");
     let _ = writeln!(out, "params:      {:>15}  ({})", thousands(s.params), short(s.params));
