@@ -39,13 +39,13 @@ def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _install(venv: Path) -> None:
+def _install(venv: Path, requirements: "list[str]") -> None:
     stamp = venv / "netc-requirements.txt"
-    wanted = "\n".join(REQUIREMENTS) + "\n"
+    wanted = "\n".join(requirements) + "\n"
     python = _venv_python(venv)
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return
-    print(f"setting up {venv} with {' '.join(REQUIREMENTS)}", file=sys.stderr)
+    print(f"setting up {venv} with {' '.join(requirements)}", file=sys.stderr)
     if venv.exists():
         shutil.rmtree(venv)
     made = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
@@ -56,14 +56,14 @@ def _install(venv: Path) -> None:
         )
     pip = [
         str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-        "--retries", "5", "--timeout", "60", "--only-binary", ":all:", *REQUIREMENTS,
+        "--retries", "5", "--timeout", "60", "--only-binary", ":all:", *requirements,
     ]
     done = subprocess.run(pip, capture_output=True, text=True)
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         shutil.rmtree(venv, ignore_errors=True)
         fail(
-            f"pip could not install {', '.join(REQUIREMENTS)} from PyPI "
+            f"pip could not install {', '.join(requirements)} from PyPI "
             f"(exit code {done.returncode}); its last lines:\n{tail}\n"
             f"these pinned versions need Python 3.10 to 3.13 on x86-64 or aarch64 Linux, macOS or "
             f"Windows (this is Python {sys.version.split()[0]}); or point NETC_ORT_VENV at a "
@@ -72,12 +72,15 @@ def _install(venv: Path) -> None:
     stamp.write_text(wanted)
 
 
-def ensure_venv() -> None:
+def ensure_venv(venv: "Path | None" = None, requirements: "list[str] | None" = None) -> None:
     """Makes sure the script runs in the virtualenv with the pinned packages, re-executing it
-    there if needed. Returns only in the virtualenv."""
+    there if needed. Returns only in the virtualenv. By default the virtualenv is venv_dir() with
+    REQUIREMENTS; a script that needs more passes its own directory and list (which should
+    include REQUIREMENTS)."""
     if sys.version_info < (3, 9):
         fail(f"Python 3.9 or newer is needed, this is {sys.version.split()[0]}")
-    venv = venv_dir()
+    venv = venv or venv_dir()
+    requirements = requirements or REQUIREMENTS
     if os.environ.get(_REEXEC_FLAG) == str(venv):
         try:
             import numpy  # noqa: F401
@@ -86,7 +89,7 @@ def ensure_venv() -> None:
         except ImportError as e:
             fail(f"the virtualenv {venv} lacks a package ({e}); delete it and run again")
         return
-    _install(venv)
+    _install(venv, requirements)
     env = dict(os.environ, **{_REEXEC_FLAG: str(venv)})
     python = str(_venv_python(venv))
     os.execve(python, [python, *sys.argv], env)

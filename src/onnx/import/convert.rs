@@ -223,6 +223,15 @@ pub fn convert(graph: &GraphProto, opset: i64, input: (&str, &[usize])) -> Resul
             cx.consumers.entry(v.clone()).or_default().push(i);
         }
     }
+    // Constant nodes have no inputs: take their values first, so that a pattern matched ahead
+    // finds a constant that comes later in the list (PyTorch puts the target shape of a
+    // shuffle's second Reshape after its Transpose).
+    for (i, n) in graph.node.iter().enumerate() {
+        if op(n) == "Constant" {
+            cx.done[i] = true;
+            cx.node(i)?;
+        }
+    }
     for i in topo_order(&graph.node)? {
         if !cx.done[i] {
             cx.done[i] = true;
