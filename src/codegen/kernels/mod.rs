@@ -122,56 +122,25 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
             };
             Box::new(gemm::Gemm::new(&spec, pack, isa))
         }
-        (Op::Conv(c), Family::Depthwise) => {
-            let (input, rel) = ranged(0);
-            let mut layer = params::Layer::of(node, c.bias, c.out_channels, weights);
-            layer.permute_outputs(&rel);
-            let out = out_range(graph, ix);
-            let residual = residual_port.map(|p| ranged(p).0);
-            let epilogue = window::Epilogue { act, residual };
-            Box::new(depthwise::Depthwise::new(
-                c,
-                input,
-                out,
-                &layer.weight,
-                layer.bias.as_deref(),
-                epilogue,
-                post(&layer),
-                pack,
-            ))
-        }
-        (Op::Conv(c), Family::Direct | Family::Conv) => {
+        (Op::Conv(c), Family::Depthwise | Family::Direct | Family::Conv) => {
+            // Channel-wise kernels keep their input's channel order (the placement gave the output
+            // the same one); the others absorb both orders into the weights.
             let (input, rel_in) = ranged(0);
             let (out, rel_out) = layout::permuted(graph, ix);
             let mut layer = params::Layer::of(node, c.bias, c.out_channels, weights);
-            if c.groups == 1 {
+            if kind != Family::Depthwise && c.groups == 1 {
                 layer.permute_inputs(&rel_in, c.kernel.0 * c.kernel.1);
             }
             layer.permute_outputs(&rel_out);
-            let residual = residual_port.map(|p| ranged(p).0);
-            let epilogue = window::Epilogue { act, residual };
-            if kind == Family::Direct {
-                Box::new(direct::Direct::new(
-                    c,
-                    input,
-                    out,
-                    &layer.weight,
-                    layer.bias.as_deref(),
-                    epilogue,
-                    post(&layer),
-                    pack,
-                ))
-            } else {
-                Box::new(conv::Scalar::new(
-                    c,
-                    input,
-                    out,
-                    &layer.weight,
-                    layer.bias.as_deref(),
-                    epilogue,
-                    post(&layer),
-                    pack,
-                ))
+            let epilogue = window::Epilogue {
+                act,
+                residual: residual_port.map(|p| ranged(p).0),
+            };
+            let (w, b, post) = (&layer.weight, layer.bias.as_deref(), post(&layer));
+            match kind {
+                Family::Depthwise => Box::new(depthwise::Depthwise::new(c, input, out, w, b, epilogue, post, pack)),
+                Family::Direct => Box::new(direct::Direct::new(c, input, out, w, b, epilogue, post, pack)),
+                _ => Box::new(conv::Scalar::new(c, input, out, w, b, epilogue, post, pack)),
             }
         }
         (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act)),
