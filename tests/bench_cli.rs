@@ -239,8 +239,7 @@ fn isa_is_reported() {
     assert_eq!(baseline["isa"], "baseline");
     assert_eq!(f(&baseline, "peak_gflops"), netc::runtime::bench::PEAK_GFLOPS_F32X4);
     let native = bench("native");
-    let wide = netc::codegen::Isa::Native.wide();
-    assert_eq!(native["isa"], if wide { "avx2" } else { "baseline" });
+    assert_eq!(native["isa"], netc::codegen::Level::cpu().name());
     let bad = netc(&["bench", net.to_str().unwrap(), "--isa", "sse9"]);
     assert!(!bad.status.success());
 }

@@ -6,6 +6,7 @@
 //! is up to the kernel), reading and writing the arena and reading the packed weights at
 //! offsets that are constants baked into the code.
 
+use super::host::{HostFn, EXPF};
 use crate::ir::op::Activation;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{types, BlockArg, FuncRef, InstBuilder, MemFlagsData, Value};
@@ -20,11 +21,9 @@ pub struct Emit<'a, 'b> {
     pub b: &'a mut FunctionBuilder<'b>,
     pub arena: Value,
     pub weights: Value,
-    /// The host's `expf`, imported into this function.
-    pub expf: FuncRef,
-    /// The AVX2 matrix-multiply micro-kernel, imported into this function when the kernel calls
-    /// it (see [`Kernel::calls_wide_gemm`](super::kernels::Kernel::calls_wide_gemm)).
-    pub gemm_wide: Option<FuncRef>,
+    /// The host functions imported into this function: `expf` and those the kernel lists in
+    /// [`Kernel::host_fns`](super::kernels::Kernel::host_fns).
+    pub hosts: Vec<(&'static str, FuncRef)>,
 }
 
 fn flags() -> MemFlagsData {
@@ -32,6 +31,18 @@ fn flags() -> MemFlagsData {
 }
 
 impl Emit<'_, '_> {
+    /// The imported host function `f`.
+    ///
+    /// # Panics
+    /// If the kernel did not list `f` in `host_fns` (a bug in the kernel, not in its input).
+    pub fn host(&self, f: &HostFn) -> FuncRef {
+        self.hosts
+            .iter()
+            .find(|(s, _)| *s == f.symbol)
+            .map(|&(_, r)| r)
+            .unwrap_or_else(|| panic!("kernel calls {} without listing it in host_fns", f.symbol))
+    }
+
     pub fn int(&mut self, v: i64) -> Value {
         self.b.ins().iconst(I64, v)
     }
@@ -117,7 +128,8 @@ impl Emit<'_, '_> {
 
     /// `exp(x)` of an f32, by a call to the host.
     pub fn exp(&mut self, x: Value) -> Value {
-        let call = self.b.ins().call(self.expf, &[x]);
+        let expf = self.host(&EXPF);
+        let call = self.b.ins().call(expf, &[x]);
         self.b.inst_results(call)[0]
     }
 

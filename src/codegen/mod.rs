@@ -5,12 +5,14 @@
 //!   passes decided;
 //! - `params.rs` the parameters kernels pack (folded batchnorms, permuted channels);
 //! - `emit.rs` helpers for writing kernels;
+//! - `host.rs` the Rust functions generated code calls (wide register tiles, `expf`);
 //! - `kernels/` one file per kernel family, each packing its weights in the order it reads them.
 //!
 //! [`compile`] returns an [`Executable`](crate::runtime::executor::Executable): the finalized
 //! functions in execution order, the packed weights and the arena size.
 
 pub mod emit;
+pub mod host;
 pub mod kernels;
 pub mod layout;
 pub mod params;
@@ -25,6 +27,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
 use emit::Emit;
+use host::HostFn;
 use kernels::Kernel;
 
 /// Options of code generation.
@@ -36,49 +39,102 @@ pub struct Options {
     pub isa: Isa,
 }
 
-/// The instruction set of the matrix multiply's register tile.
+/// Which instruction set the wide register tiles may use: a ceiling, resolved against this CPU's
+/// features by [`Isa::level`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Isa {
-    /// The widest tile this CPU runs: the AVX2 + FMA micro-kernel on x86-64 CPUs that have
-    /// both, the f32x4 Cranelift tile otherwise.
+    /// The widest this CPU runs: AVX-512F, else AVX2 + FMA, else the f32x4 Cranelift tiles.
     #[default]
     Native,
-    /// The f32x4 Cranelift tile everywhere.
+    /// At most AVX-512F.
+    Avx512,
+    /// At most AVX2 + FMA (256-bit).
+    Avx2,
+    /// The f32x4 Cranelift tiles everywhere.
     Baseline,
 }
 
-impl Isa {
-    /// Whether the matrix multiply uses the AVX2 + FMA micro-kernel.
-    pub fn wide(self) -> bool {
-        self == Isa::Native && kernels::avx2::available()
+/// The instruction set that actually runs, narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Baseline,
+    Avx2,
+    Avx512,
+}
+
+impl Level {
+    /// The widest level this CPU runs.
+    pub fn cpu() -> Level {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if kernels::avx2::available() {
+                return if std::arch::is_x86_feature_detected!("avx512f") {
+                    Level::Avx512
+                } else {
+                    Level::Avx2
+                };
+            }
+        }
+        Level::Baseline
     }
 
-    /// The instruction set that actually runs: `"avx2"` or `"baseline"`.
     pub fn name(self) -> &'static str {
-        if self.wide() {
-            "avx2"
-        } else {
-            "baseline"
+        match self {
+            Level::Baseline => "baseline",
+            Level::Avx2 => "avx2",
+            Level::Avx512 => "avx512",
         }
     }
 }
 
-extern "C" fn host_expf(x: f32) -> f32 {
-    x.exp()
+impl Isa {
+    /// The widest level this CPU runs that the choice allows.
+    pub fn level(self) -> Level {
+        let ceiling = match self {
+            Isa::Native | Isa::Avx512 => Level::Avx512,
+            Isa::Avx2 => Level::Avx2,
+            Isa::Baseline => Level::Baseline,
+        };
+        ceiling.min(Level::cpu())
+    }
+
+    /// Whether this CPU runs everything the choice asks for (`Native` and `Baseline` always).
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Native | Isa::Baseline => true,
+            Isa::Avx512 => Level::cpu() >= Level::Avx512,
+            Isa::Avx2 => Level::cpu() >= Level::Avx2,
+        }
+    }
+
+    /// Whether the wide (AVX2 or wider) register tiles run.
+    pub fn wide(self) -> bool {
+        self.level() >= Level::Avx2
+    }
+
+    /// The instruction set that actually runs: `"avx512"`, `"avx2"` or `"baseline"`.
+    pub fn name(self) -> &'static str {
+        self.level().name()
+    }
+
+    /// Every choice this CPU supports, each resolving to a different level, widest first (what
+    /// tests run every kernel on).
+    pub fn testable() -> Vec<Isa> {
+        [Isa::Avx512, Isa::Avx2, Isa::Baseline]
+            .into_iter()
+            .filter(|i| i.supported())
+            .collect()
+    }
 }
 
 /// A JIT module set up for kernels: host ISA flags, the kernel signature
-/// `fn(arena, weights, begin, end)`, and the host functions kernels call (`expf`, and on x86-64
-/// CPUs with AVX2 and FMA the matrix multiply's micro-kernel, see [`kernels::avx2`]).
+/// `fn(arena, weights, begin, end)`, and the host functions kernels call (see [`host`]).
 pub struct KernelModule {
     module: JITModule,
     sig: Signature,
-    expf: FuncId,
-    /// Whether the micro-kernel is registered (this CPU runs it).
-    wide: bool,
-    /// The micro-kernel, declared when the first kernel that calls it is defined (so the
-    /// function ids of modules without one do not change).
-    gemm_wide: Option<FuncId>,
+    /// Host functions declared so far, by symbol (each is declared when the first kernel that
+    /// calls it is defined, so the function ids of modules without it do not change).
+    hosts: Vec<(&'static str, FuncId)>,
     ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
 }
@@ -98,75 +154,49 @@ impl KernelModule {
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        builder.symbol("netc_expf", host_expf as *const u8);
-        #[cfg(target_arch = "x86_64")]
-        let wide = kernels::avx2::available();
-        #[cfg(target_arch = "x86_64")]
-        if wide {
-            builder.symbol(kernels::avx2::SYMBOL, kernels::avx2::address());
+        for f in host::ALL {
+            if let Some(address) = (f.address)() {
+                builder.symbol(f.symbol, address);
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let wide = false;
-        let mut module = JITModule::new(builder);
+        let module = JITModule::new(builder);
         let ptr = module.target_config().pointer_type();
         let mut sig = module.make_signature();
         for ty in [ptr, ptr, types::I64, types::I64] {
             sig.params.push(AbiParam::new(ty));
         }
-        let mut exp_sig = module.make_signature();
-        exp_sig.params.push(AbiParam::new(types::F32));
-        exp_sig.returns.push(AbiParam::new(types::F32));
-        let expf = module
-            .declare_function("netc_expf", Linkage::Import, &exp_sig)
-            .map_err(|e| e.to_string())?;
         let ctx = module.make_context();
         Ok(KernelModule {
             module,
             sig,
-            expf,
-            wide,
-            gemm_wide: None,
+            hosts: Vec::new(),
             ctx,
             fctx: FunctionBuilderContext::new(),
         })
     }
 
-    /// The imported micro-kernel of the wide matrix multiply (see the calling convention in
-    /// [`kernels::avx2`]), declared on first use.
-    fn gemm_wide(&mut self) -> Result<FuncId, String> {
-        if let Some(id) = self.gemm_wide {
+    /// The imported host function `f`, declared on first use.
+    fn host(&mut self, f: &'static HostFn) -> Result<FuncId, String> {
+        if let Some(&(_, id)) = self.hosts.iter().find(|(s, _)| *s == f.symbol) {
             return Ok(id);
         }
-        if !self.wide {
-            return Err("the AVX2 micro-kernel is not available on this CPU".into());
+        if (f.address)().is_none() {
+            return Err(format!("{} is not available on this CPU", f.symbol));
         }
         let ptr = self.module.target_config().pointer_type();
+        let ty = |t: &host::Ty| match t {
+            host::Ty::Ptr => ptr,
+            host::Ty::I64 => types::I64,
+            host::Ty::F32 => types::F32,
+        };
         let mut sig = self.module.make_signature();
-        let params = [
-            ptr,
-            types::I64,
-            ptr,
-            types::I64,
-            types::I64,
-            types::I64,
-            ptr,
-            ptr,
-            ptr,
-            ptr,
-            types::I64,
-            ptr,
-            types::I64,
-            types::I64,
-            types::F32,
-        ];
-        for ty in params {
-            sig.params.push(AbiParam::new(ty));
-        }
+        sig.params.extend(f.params.iter().map(|t| AbiParam::new(ty(t))));
+        sig.returns.extend(f.returns.iter().map(|t| AbiParam::new(ty(t))));
         let id = self
             .module
-            .declare_function(kernels::avx2::SYMBOL, Linkage::Import, &sig)
+            .declare_function(f.symbol, Linkage::Import, &sig)
             .map_err(|e| e.to_string())?;
-        self.gemm_wide = Some(id);
+        self.hosts.push((f.symbol, id));
         Ok(id)
     }
 
@@ -181,11 +211,12 @@ impl KernelModule {
             .module
             .declare_function(name, Linkage::Local, &self.sig)
             .map_err(|e| e.to_string())?;
-        let gemm_wide = if kernel.calls_wide_gemm() {
-            Some(self.gemm_wide()?)
-        } else {
-            None
-        };
+        let mut wanted = vec![&host::EXPF];
+        wanted.extend(kernel.host_fns());
+        let ids = wanted
+            .iter()
+            .map(|&f| Ok((f.symbol, self.host(f)?)))
+            .collect::<Result<Vec<_>, String>>()?;
         let target = self.module.target_config();
         self.ctx.func.signature = self.sig.clone();
         self.ctx.func.name = UserFuncName::user(0, id.as_u32());
@@ -195,17 +226,15 @@ impl KernelModule {
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             let p = b.block_params(entry).to_vec();
-            let expf = self.module.declare_func_in_func(self.expf, b.func);
-            let gemm_wide = match (kernel.calls_wide_gemm(), gemm_wide) {
-                (true, Some(id)) => Some(self.module.declare_func_in_func(id, b.func)),
-                _ => None,
-            };
+            let hosts = ids
+                .iter()
+                .map(|&(symbol, id)| (symbol, self.module.declare_func_in_func(id, b.func)))
+                .collect();
             let mut e = Emit {
                 b: &mut b,
                 arena: p[0],
                 weights: p[1],
-                expf,
-                gemm_wide,
+                hosts,
             };
             kernel.emit(&mut e, p[2], p[3]);
             b.ins().return_(&[]);

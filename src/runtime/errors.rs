@@ -136,3 +136,12 @@ pub fn bad_normalization(what: &str, value: &str) -> Diagnostic {
 pub fn bad_labels(path: &str, reason: &str) -> Diagnostic {
     Diagnostic::error("E0509", format!("cannot use labels file `{path}`: {reason}"))
 }
+
+pub fn isa_unsupported(isa: &str) -> Diagnostic {
+    Diagnostic::error("E0512", format!("this CPU cannot run `--isa {isa}`"))
+        .with_note(format!(
+            "the widest instruction set it runs is {}",
+            crate::codegen::Level::cpu().name()
+        ))
+        .with_help("use --isa native, which picks the widest this CPU runs")
+}

@@ -35,6 +35,7 @@
 //! split between calls or threads. The residual may be the output itself (same elements): each
 //! element is read before it is written. The function never panics.
 
+use crate::codegen::host::{HostFn, Ty};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -62,10 +63,36 @@ pub fn available() -> bool {
     }
 }
 
-/// The micro-kernel's address, for `JITBuilder::symbol`.
-#[cfg(target_arch = "x86_64")]
-pub fn address() -> *const u8 {
-    gemm_avx2_6x16 as *const u8
+/// The micro-kernel as a host function of the generated code (see the calling convention above).
+pub static GEMM: HostFn = HostFn {
+    symbol: SYMBOL,
+    params: &[
+        Ty::Ptr,
+        Ty::I64,
+        Ty::Ptr,
+        Ty::I64,
+        Ty::I64,
+        Ty::I64,
+        Ty::Ptr,
+        Ty::Ptr,
+        Ty::Ptr,
+        Ty::Ptr,
+        Ty::I64,
+        Ty::Ptr,
+        Ty::I64,
+        Ty::I64,
+        Ty::F32,
+    ],
+    returns: &[],
+    address,
+};
+
+fn address() -> Option<*const u8> {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        return Some(gemm_avx2_6x16 as *const u8);
+    }
+    None
 }
 
 /// The epilogue's constants and the output columns, shared by every tile of a call.

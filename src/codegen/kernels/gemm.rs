@@ -98,6 +98,7 @@ use super::avx2;
 use super::window::zero_of;
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
+use crate::codegen::host::HostFn;
 use crate::codegen::layout::Buf;
 use crate::codegen::Isa;
 use crate::ir::op::Activation;
@@ -1091,9 +1092,7 @@ impl Gemm {
     /// the micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
     /// with its valid column count).
     fn emit_wide(&self, e: &mut Emit, begin: Value, end: Value) {
-        let f = e
-            .gemm_wide
-            .expect("the wide micro-kernel is imported into wide GEMM kernels");
+        let f = e.host(&avx2::GEMM);
         let m = self.rows() as i64;
         let mr = avx2::MR as i64;
         let chunk = self.chunk_blocks() * mr;
@@ -1440,8 +1439,12 @@ impl Kernel for Gemm {
         self.mr() * self.k * self.n * self.groups
     }
 
-    fn calls_wide_gemm(&self) -> bool {
-        self.wide
+    fn host_fns(&self) -> Vec<&'static HostFn> {
+        if self.wide {
+            vec![&avx2::GEMM]
+        } else {
+            Vec::new()
+        }
     }
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod window;
 
 use super::emit::Emit;
+use super::host::HostFn;
 use super::layout::{self, Buf};
 use super::params;
 use super::Isa;
@@ -32,9 +33,9 @@ pub trait Kernel {
     fn work_per_item(&self) -> usize;
     /// Emits the body that computes items `begin..end`.
     fn emit(&self, e: &mut Emit, begin: Value, end: Value);
-    /// Whether the code calls the AVX2 matrix-multiply micro-kernel (`Emit::gemm_wide`).
-    fn calls_wide_gemm(&self) -> bool {
-        false
+    /// The host functions the code calls besides `expf` (see [`Emit::host`]).
+    fn host_fns(&self) -> Vec<&'static HostFn> {
+        Vec::new()
     }
 }
 
