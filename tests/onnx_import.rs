@@ -261,6 +261,105 @@ fn reduce_mean_matmul_add_split_identity() {
     }
 }
 
+/// PyTorch exports `x.chunk(2, dim=1)` as shape arithmetic: Shape -> Gather -> Add -> Div -> Mul
+/// giving the bounds of two Slices. The importer folds it to constants and writes two slices.
+#[test]
+fn pytorch_chunk_shape_arithmetic_folds_to_slices() {
+    let c = |name: &str, v: &[i64]| {
+        node(
+            "Constant",
+            name,
+            &[],
+            &[name],
+            vec![AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(AttributeType::Tensor as i32),
+                t: Some(ints(name, v)),
+                ..AttributeProto::default()
+            }],
+        )
+    };
+    let m = model(
+        value("x", vec![dim(1), dim(6), dim(2), dim(3)]),
+        vec![
+            node("Shape", "chunk/Shape", &["x"], &["shape"], vec![]),
+            c("one", &[1]),
+            c("zero", &[0]),
+            c("two", &[2]),
+            node(
+                "Gather",
+                "chunk/Gather",
+                &["shape", "one"],
+                &["channels"],
+                vec![a_int("axis", 0)],
+            ),
+            node("Add", "chunk/Add", &["channels", "one"], &["plus"], vec![]),
+            node("Div", "chunk/Div", &["plus", "two"], &["half"], vec![]),
+            node("Mul", "chunk/Mul", &["half", "one"], &["end0"], vec![]),
+            node("Mul", "chunk/Mul_1", &["half", "two"], &["end1"], vec![]),
+            node("Sub", "chunk/Sub", &["end1", "zero"], &["end1b"], vec![]),
+            node("Slice", "chunk/Slice", &["x", "zero", "end0", "one"], &["a"], vec![]),
+            node("Slice", "chunk/Slice_1", &["x", "end0", "end1b", "one"], &["b"], vec![]),
+            node("Relu", "relu", &["b"], &["rb"], vec![]),
+            node("Concat", "cat", &["rb", "a"], &["y"], vec![a_int("axis", 1)]),
+        ],
+        vec![],
+        &["y"],
+    );
+    let imp = import_model(&m, "chunk.onnx", "chunk").unwrap_or_else(|d| panic!("{}", show(&d)));
+    insta::assert_snapshot!(imp.text);
+    let x = input::random(&[1, 6, 2, 3], 3);
+    let y = &run_imported(&imp.text, &imp.weights, &x)[0];
+    assert_eq!(y.shape, vec![1, 6, 2, 3]);
+    let expect: Vec<f32> = x.data[18..]
+        .iter()
+        .map(|v| v.max(0.0))
+        .chain(x.data[..18].iter().copied())
+        .collect();
+    assert_eq!(y.data, expect);
+}
+
+/// Folding refuses what it cannot compute, naming the node.
+#[test]
+fn shape_arithmetic_errors_name_the_node() {
+    let m = model(
+        value("x", vec![dim(1), dim(6), dim(2), dim(3)]),
+        vec![
+            node("Shape", "s", &["x"], &["shape"], vec![]),
+            node("Gather", "g", &["shape", "nine"], &["bad"], vec![a_int("axis", 0)]),
+            node("Slice", "sl", &["x", "zero", "bad", "one"], &["y"], vec![]),
+        ],
+        vec![ints("nine", &[9]), ints("zero", &[0]), ints("one", &[1])],
+        &["y"],
+    );
+    let d = import_model(&m, "g.onnx", "g").unwrap_err();
+    let text = show(&d);
+    assert!(
+        text.contains("`g`") && text.contains("index 9 is outside a tensor of 4 elements"),
+        "{text}"
+    );
+    let m = model(
+        value("x", vec![dim(1), dim(6), dim(2), dim(3)]),
+        vec![
+            node("Shape", "s", &["x"], &["shape"], vec![]),
+            node("Div", "d", &["shape", "zero"], &["bad"], vec![]),
+            node("Slice", "sl", &["x", "zero", "bad", "one"], &["y"], vec![]),
+        ],
+        vec![ints("zero", &[0]), ints("one", &[1])],
+        &["y"],
+    );
+    let text = show(&import_model(&m, "d.onnx", "d").unwrap_err());
+    assert!(text.contains("`d`") && text.contains("divides by zero"), "{text}");
+    let m = model(
+        value("x", vec![dim(1), dim(6), dim(2), dim(3)]),
+        vec![node("Mul", "m", &["x", "x"], &["y"], vec![])],
+        vec![],
+        &["y"],
+    );
+    let text = show(&import_model(&m, "m.onnx", "m").unwrap_err());
+    assert!(text.contains("`m`") && text.contains("`Mul`"), "{text}");
+}
+
 #[test]
 fn conv_same_upper_and_relu6_clip() {
     let w: Vec<f32> = (0..2 * 3 * 3 * 3).map(|v| (v % 7) as f32 * 0.1 - 0.3).collect();

@@ -557,6 +557,9 @@ impl Cx<'_> {
             "GlobalMaxPool" => self.unary_pool(i, "global_maxpool", None),
             "ReduceMean" => self.reduce_mean(i),
             "Concat" => self.concat(i),
+            "Shape" => self.shape_of(i),
+            "Gather" => self.gather(i),
+            "Add" | "Sub" | "Mul" | "Div" if self.all_const(i) => self.arith(i),
             "Add" => self.add(i),
             "Split" => self.split(i),
             "Slice" => self.slice(i),
@@ -568,6 +571,137 @@ impl Cx<'_> {
             "Dropout" => self.dropout(i),
             _ => Err(errors::unsupported_op(&name, &op_type, &domain)),
         }
+    }
+
+    /// Whether every input of node `i` is a constant (shape arithmetic, folded at import).
+    fn all_const(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        !n.input.is_empty() && n.input.iter().all(|v| self.consts.contains_key(v))
+    }
+
+    /// Records the constant an integer node computes as its first output.
+    fn set_const(&mut self, i: usize, dims: Vec<usize>, data: Vec<i64>) {
+        let out = self.nodes[i].output.first().cloned().unwrap_or_default();
+        let c = Const {
+            name: out.clone(),
+            dims,
+            data: tensors::Data::I64(data),
+        };
+        self.consts.insert(out, c);
+    }
+
+    /// `Shape`: the dimensions of a tensor, all known at import, as an int64 constant (`start`
+    /// and `end` select a range of them, opset 15).
+    fn shape_of(&mut self, i: usize) -> Result<(), Diagnostic> {
+        let n = &self.nodes[i];
+        let x = self.tensor_in(i, 0)?;
+        let dims: Vec<i64> = self.shape(x).iter().map(|&d| d as i64).collect();
+        let rank = dims.len() as i64;
+        let bound = |v: i64| if v < 0 { (v + rank).max(0) } else { v.min(rank) };
+        let start = bound(attr_int(n, "start").unwrap_or(0));
+        let end = bound(attr_int(n, "end").unwrap_or(rank));
+        let picked = dims[start as usize..end.max(start) as usize].to_vec();
+        self.set_const(i, vec![picked.len()], picked);
+        Ok(())
+    }
+
+    /// `Gather` on an int64 constant (a shape), folded: the only gather small CNN exports need.
+    fn gather(&mut self, i: usize) -> Result<(), Diagnostic> {
+        let n = &self.nodes[i];
+        let (name, op_type) = self.node_ref(i);
+        if !self.all_const(i) {
+            return Err(errors::wrong_input(
+                &name,
+                &op_type,
+                "netc folds a Gather of a constant shape only; this one reads a computed tensor",
+            ));
+        }
+        let data = self.req_const(i, 0, "data")?;
+        let indices = self.req_const(i, 1, "indices")?;
+        if data.dims.len() != 1 || attr_int(n, "axis").unwrap_or(0) != 0 {
+            return Err(errors::unsupported_attribute(
+                &name,
+                &op_type,
+                "axis",
+                &format!(
+                    "{} on a tensor of shape {:?}",
+                    attr_int(n, "axis").unwrap_or(0),
+                    data.dims
+                ),
+                "axis 0 of a one-dimensional int64 constant",
+            ));
+        }
+        let values = data.i64s("data")?;
+        let len = values.len() as i64;
+        let mut picked = Vec::new();
+        for &k in indices.i64s("indices")? {
+            let at = if k < 0 { k + len } else { k };
+            if !(0..len).contains(&at) {
+                return Err(errors::shape_mismatch(
+                    &name,
+                    &op_type,
+                    &format!("index {k} is outside a tensor of {len} elements"),
+                ));
+            }
+            picked.push(values[at as usize]);
+        }
+        let dims = indices.dims.clone();
+        self.set_const(i, dims, picked);
+        Ok(())
+    }
+
+    /// `Add`, `Sub`, `Mul` or `Div` of two int64 constants (shape arithmetic such as PyTorch's
+    /// `chunk`), folded with ONNX's broadcasting of one-element operands and truncating division.
+    fn arith(&mut self, i: usize) -> Result<(), Diagnostic> {
+        let n = &self.nodes[i];
+        let (name, op_type) = self.node_ref(i);
+        if n.input.len() != 2 {
+            return Err(errors::wrong_input(&name, &op_type, "it needs two inputs"));
+        }
+        let a = self.req_const(i, 0, "A")?;
+        let b = self.req_const(i, 1, "B")?;
+        let (x, y) = match (a.i64s("A"), b.i64s("B")) {
+            (Ok(x), Ok(y)) => (x, y),
+            _ => {
+                return Err(errors::wrong_input(
+                    &name,
+                    &op_type,
+                    "netc folds arithmetic on int64 constants (shapes) only; these are not both int64",
+                ))
+            }
+        };
+        let (dims, len) = match (x.len(), y.len()) {
+            (p, q) if p == q && (a.dims == b.dims || p == 1) => (a.dims.clone(), p),
+            (1, q) => (b.dims.clone(), q),
+            (p, 1) => (a.dims.clone(), p),
+            _ => {
+                return Err(errors::shape_mismatch(
+                    &name,
+                    &op_type,
+                    &format!("constants of shapes {:?} and {:?} do not broadcast", a.dims, b.dims),
+                ))
+            }
+        };
+        let at = |v: &[i64], k: usize| if v.len() == 1 { v[0] } else { v[k] };
+        let mut out = Vec::with_capacity(len);
+        for k in 0..len {
+            let (p, q) = (at(x, k), at(y, k));
+            let v = match op_type.as_str() {
+                "Add" => p.checked_add(q),
+                "Sub" => p.checked_sub(q),
+                "Mul" => p.checked_mul(q),
+                _ => p.checked_div(q),
+            };
+            out.push(v.ok_or_else(|| {
+                errors::shape_mismatch(
+                    &name,
+                    &op_type,
+                    &format!("{p} {op_type} {q} overflows or divides by zero"),
+                )
+            })?);
+        }
+        self.set_const(i, dims, out);
+        Ok(())
     }
 
     /// A layer of one tensor that keeps its shape.

@@ -33,7 +33,7 @@ pub fn unsupported_op(node: &str, op: &str, domain: &str) -> Diagnostic {
         "supported: Conv, BatchNormalization, Relu, Clip (0..6), LeakyRelu, MaxPool, AveragePool, \
          GlobalAveragePool, GlobalMaxPool, ReduceMean (spatial), Concat, Add, Split, Slice (channels), \
          Reshape-Transpose-Reshape (channel shuffle), Flatten, Reshape (to flat), Gemm, MatMul, Softmax, \
-         Dropout, Identity, Constant",
+         Dropout, Identity, Constant; Shape, Gather and integer Add/Sub/Mul/Div on shapes (folded)",
     )
 }
 
