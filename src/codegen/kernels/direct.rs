@@ -1,6 +1,7 @@
 //! Vectorized direct convolution for dense convolutions (`groups == 1`) that are not plain 1x1:
 //! the 3x3 stride-2 stems (3 input channels), SqueezeNet's 7x7/2 and 3x3 expand layers, EffNet's
-//! 2x1 stride [1, 2] conv; any kernel size, stride, padding and dilation.
+//! 2x1 stride [1, 2] conv; any kernel size, stride, padding and dilation. This f32x4 kernel is the
+//! baseline path; on x86-64 with AVX2 or AVX-512, `direct_wide.rs` takes the same nodes.
 //!
 //! ```text
 //! Direct::new(c: &Conv, input: Buf, out: Buf, weight: &[f32], bias: Option<&[f32]>,

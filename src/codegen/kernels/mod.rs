@@ -8,6 +8,7 @@ pub mod avx2;
 pub mod conv;
 pub mod depthwise;
 pub mod direct;
+pub mod direct_wide;
 pub mod eltwise;
 pub mod gemm;
 pub mod pool;
@@ -58,7 +59,7 @@ impl Packer {
 
 /// The kernels of node `ix` of a placed and planned graph, in the order they run: a gather per
 /// staged input, then the node's own kernel. Nodes that run nothing give none. `isa` picks the
-/// matrix multiply's tile.
+/// register tiles of the matrix multiply and of the direct convolution.
 pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, isa: Isa) -> Vec<Box<dyn Kernel>> {
     let node = graph.node(ix);
     let place = node.place.as_ref().expect("the graph is placed");
@@ -140,6 +141,12 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
             let (w, b, post) = (&layer.weight, layer.bias.as_deref(), post(&layer));
             match kind {
                 Family::Depthwise => Box::new(depthwise::Depthwise::new(c, input, out, w, b, epilogue, post, pack)),
+                Family::Direct if isa.wide() => {
+                    let level = isa.level();
+                    Box::new(direct_wide::DirectWide::new(
+                        c, input, out, w, b, epilogue, post, pack, level,
+                    ))
+                }
                 Family::Direct => Box::new(direct::Direct::new(c, input, out, w, b, epilogue, post, pack)),
                 _ => Box::new(conv::Scalar::new(c, input, out, w, b, epilogue, post, pack)),
             }
