@@ -129,10 +129,24 @@ pub fn compile_source(
     options: &Options,
     after: Option<&str>,
 ) -> Result<Compiled, Failure> {
+    compile_source_with(name, text, dir, options, &ir::PassOptions::default(), after)
+}
+
+/// [`compile_source`] with the given choices of the optimization passes (such as turning block
+/// fusion off).
+pub fn compile_source_with(
+    name: &str,
+    text: &str,
+    dir: Option<&Path>,
+    options: &Options,
+    passes_options: &ir::PassOptions,
+    after: Option<&str>,
+) -> Result<Compiled, Failure> {
     let mut sources = SourceMap::new();
     let result = (|| {
         let program = load::load(&mut sources, name, text.to_string(), dir)?;
         let mut graph = elab::elaborate(&program.files, Span::new(0, 0, 0), options)?;
+        graph.options = passes_options.clone();
         let weight_bytes: u64 = runtime::weights::expected(&graph)
             .iter()
             .map(|s| s.shape.iter().product::<usize>() as u64 * 4)
@@ -171,10 +185,20 @@ pub fn compile_source(
 
 /// Compiles a file from disk.
 pub fn compile_file(path: &Path, options: &Options, after: Option<&str>) -> Result<Compiled, Failure> {
+    compile_file_with(path, options, &ir::PassOptions::default(), after)
+}
+
+/// [`compile_file`] with the given choices of the optimization passes.
+pub fn compile_file_with(
+    path: &Path,
+    options: &Options,
+    passes_options: &ir::PassOptions,
+    after: Option<&str>,
+) -> Result<Compiled, Failure> {
     let name = path.display().to_string();
     let text = load::read_source(path).map_err(|e| Failure {
         sources: SourceMap::new(),
         diagnostics: vec![Diagnostic::error("E0100", format!("cannot read `{name}`: {e}"))],
     })?;
-    compile_source(&name, &text, path.parent(), options, after)
+    compile_source_with(&name, &text, path.parent(), options, passes_options, after)
 }

@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use netc::diag::Diagnostic;
 use netc::runtime::{input, Tensor};
-use netc::{compile_file, diag, ir, passes, report, Compiled, Options};
+use netc::{compile_file_with, diag, ir, passes, report, Compiled, Options};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +42,10 @@ struct Common {
     /// Batch size of the input.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
     batch: u32,
+    /// Compute every layer of inverted-residual and depthwise-separable blocks on its own,
+    /// materializing the wide tensors, instead of streaming each block over rows.
+    #[arg(long)]
+    no_fuse_blocks: bool,
 }
 
 #[derive(Subcommand)]
@@ -588,7 +592,11 @@ fn compile(common: &Common, after: Option<&str>) -> Result<Compiled, ExitCode> {
         overrides,
         batch: common.batch as usize,
     };
-    compile_file(&common.file, &options, after).map_err(|f| {
+    let pass_options = ir::PassOptions {
+        fuse_blocks: !common.no_fuse_blocks,
+        ..Default::default()
+    };
+    compile_file_with(&common.file, &options, &pass_options, after).map_err(|f| {
         diag::emit_stderr(&f.sources, &f.diagnostics);
         ExitCode::FAILURE
     })

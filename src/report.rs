@@ -1,8 +1,10 @@
 //! Reports on a compiled graph: the per-layer cost table of `netc stats` and its JSON form, with
-//! what the optimized graph runs for each layer and the planned activation memory.
+//! what the optimized graph runs for each layer and the planned activation memory, with and
+//! without block fusion (the `fuse_blocks` pass), and the largest tensor the plan materializes.
 
+use crate::ir::op::Op;
 use crate::ir::{Graph, NodeId, Runs};
-use crate::passes::cost;
+use crate::passes::{self, cost};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -67,6 +69,14 @@ pub struct Stats {
     pub activation_bytes: u64,
     /// The planned arena: the activation memory the compiled network needs.
     pub arena_bytes: u64,
+    /// The planned arena with block fusion (`fuse_blocks`) on and off.
+    pub arena_bytes_fused: u64,
+    pub arena_bytes_unfused: u64,
+    /// The largest tensor the compiled network materializes (a buffer nodes' outputs live in;
+    /// a fused block's row rings are not tensors), with block fusion on and off: the quantity
+    /// of the MobileNetV2 paper's Table 3.
+    pub largest_tensor_bytes_fused: u64,
+    pub largest_tensor_bytes_unfused: u64,
     pub layers: Vec<Layer>,
 }
 
@@ -86,11 +96,27 @@ fn runs(optimized: &Graph, by_name: &HashMap<&str, NodeId>, name: &str, op: &str
 /// Collects the per-layer costs of `graph` (the cost pass must have run) and what the planned
 /// graph `optimized` runs for each layer.
 pub fn stats(graph: &Graph, optimized: &Graph) -> Stats {
-    let by_name: HashMap<&str, NodeId> = optimized
-        .g
-        .node_indices()
-        .map(|ix| (optimized.node(ix).name.as_str(), ix))
-        .collect();
+    let mut by_name: HashMap<&str, NodeId> = HashMap::new();
+    for ix in optimized.g.node_indices() {
+        let node = optimized.node(ix);
+        by_name.insert(node.name.as_str(), ix);
+        if let Op::Block(b) = &node.op {
+            for s in b.stages() {
+                by_name.insert(s.name.as_str(), ix);
+            }
+        }
+    }
+    let [fused, unfused] = [true, false].map(|on| {
+        if optimized.arena.is_some() && optimized.options.fuse_blocks == on {
+            return memory(optimized);
+        }
+        let mut g = graph.clone();
+        g.options.fuse_blocks = on;
+        match passes::run_range(&mut g, passes::ANALYSES, passes::PIPELINE.len(), None) {
+            Ok(()) => memory(&g),
+            Err(_) => (0, 0),
+        }
+    });
     let order = graph.topo_order().unwrap_or_else(|| graph.g.node_indices().collect());
     let layers = order
         .iter()
@@ -135,8 +161,24 @@ pub fn stats(graph: &Graph, optimized: &Graph) -> Stats {
         macs: t.macs,
         activation_bytes: t.activation_bytes,
         arena_bytes: optimized.arena.unwrap_or(0) as u64 * 4,
+        arena_bytes_fused: fused.0,
+        arena_bytes_unfused: unfused.0,
+        largest_tensor_bytes_fused: fused.1,
+        largest_tensor_bytes_unfused: unfused.1,
         layers,
     }
+}
+
+/// The arena and the largest buffer a node's output lives in, in bytes, of a planned graph.
+fn memory(planned: &Graph) -> (u64, u64) {
+    let largest = planned
+        .g
+        .node_weights()
+        .filter_map(|n| n.place.as_ref())
+        .map(|p| planned.buffers[p.buffer].len() as u64 * 4)
+        .max()
+        .unwrap_or(0);
+    (planned.arena.unwrap_or(0) as u64 * 4, largest)
 }
 
 /// The table `netc stats` prints.
@@ -190,5 +232,17 @@ pub fn table(graph: &Graph, optimized: &Graph) -> String {
         thousands(s.arena_bytes),
         bytes(s.arena_bytes)
     );
+    for (what, arena, largest) in [
+        ("fused blocks", s.arena_bytes_fused, s.largest_tensor_bytes_fused),
+        ("unfused", s.arena_bytes_unfused, s.largest_tensor_bytes_unfused),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {what:12} {:>15}  ({}; largest tensor {})",
+            thousands(arena),
+            bytes(arena),
+            bytes(largest)
+        );
+    }
     out
 }

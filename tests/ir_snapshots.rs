@@ -1,6 +1,6 @@
 //! Snapshots of the IR of every network in `nets/` after each stage: elaboration, the analyses
 //! (shapes and costs), and every optimization pass (dead-node removal, batchnorm folding,
-//! epilogue fusion, placement, memory planning).
+//! epilogue fusion, block fusion, placement, memory planning).
 
 use std::path::Path;
 
@@ -32,6 +32,7 @@ stage!(ir_after_cost, "cost");
 stage!(ir_after_dce, "dce");
 stage!(ir_after_fold_bn, "fold_bn");
 stage!(ir_after_fuse, "fuse");
+stage!(ir_after_fuse_blocks, "fuse_blocks");
 stage!(ir_after_place, "place");
 stage!(ir_after_plan, "plan");
 

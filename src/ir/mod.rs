@@ -119,6 +119,8 @@ pub enum Kernel {
     /// Copies channels (a concat, slice, shuffle or flatten that could not be a view).
     Gather,
     Softmax,
+    /// A fused block ([`op::Block`]), streamed over output rows through a small scratch buffer.
+    Block,
 }
 
 impl std::fmt::Display for Kernel {
@@ -148,6 +150,8 @@ pub struct Place {
     /// Inputs the kernel cannot read where they are: they are first gathered, with contiguous
     /// channels, into the given scratch buffer. `(port, buffer)`.
     pub staged: Vec<(usize, usize)>,
+    /// A scratch buffer the kernel uses while it runs (the row rings of a fused block).
+    pub scratch: Option<usize>,
 }
 
 /// A region of the activation memory, shared by every node placed in it.
@@ -197,6 +201,25 @@ impl std::fmt::Display for HyperValue {
     }
 }
 
+/// Choices of the optimization passes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PassOptions {
+    /// Whether `fuse_blocks` streams inverted-residual and depthwise-separable blocks.
+    pub fuse_blocks: bool,
+    /// The smallest wide tensor (a block's expanded or depthwise output, in bytes) for which a
+    /// block is fused; smaller blocks never hold a network's peak memory.
+    pub fuse_min_bytes: usize,
+}
+
+impl Default for PassOptions {
+    fn default() -> PassOptions {
+        PassOptions {
+            fuse_blocks: true,
+            fuse_min_bytes: 1 << 20,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     /// The network's name.
@@ -210,6 +233,7 @@ pub struct Graph {
     pub buffers: Vec<Buffer>,
     /// Arena length in f32 elements, once the `plan` pass has run.
     pub arena: Option<usize>,
+    pub options: PassOptions,
 }
 
 impl Graph {

@@ -124,6 +124,59 @@ pub enum Op {
     },
     /// Softmax over the channel axis.
     Softmax,
+    /// A chain of convolutions computed a few rows at a time, made by the `fuse_blocks` pass:
+    /// never written by users, never seen by the reference interpreter.
+    Block(Box<Block>),
+}
+
+/// One convolution of a fused [`Block`], with the work fused into it (its batchnorm, activation
+/// and post-activation batchnorm; never a residual). Its parameters keep the convolution's name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    pub name: String,
+    pub conv: Conv,
+    pub fused: super::Fused,
+}
+
+/// An inverted-residual block (1x1 expansion, depthwise convolution, 1x1 projection) or a
+/// depthwise-separable pair (no expansion). A residual add belongs to the block node itself
+/// (`Fused::residual`), after the projection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Block {
+    pub expand: Option<Stage>,
+    pub depthwise: Stage,
+    pub project: Stage,
+}
+
+impl Block {
+    /// The stages in the order they run.
+    pub fn stages(&self) -> impl Iterator<Item = &Stage> {
+        self.expand.iter().chain([&self.depthwise, &self.project])
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.conv;
+        write!(
+            f,
+            "{}(out={} kernel={} stride={}",
+            self.name, c.out_channels, c.kernel, c.stride
+        )?;
+        if c.pad != Pad::default() {
+            write!(f, " pad={}", c.pad)?;
+        }
+        if let Some(bn) = &self.fused.bn {
+            write!(f, " +bn={}", bn.name)?;
+        }
+        if let Some(a) = self.fused.act {
+            write!(f, " +{a}")?;
+        }
+        if let Some(bn) = &self.fused.post_bn {
+            write!(f, " +post_bn={}", bn.name)?;
+        }
+        write!(f, ")")
+    }
 }
 
 /// How many inputs an op takes.
@@ -159,6 +212,7 @@ impl Op {
             Op::Shuffle { .. } => "shuffle",
             Op::Dropout { .. } => "dropout",
             Op::Softmax => "softmax",
+            Op::Block(_) => "block",
         }
     }
 
@@ -206,6 +260,15 @@ impl Op {
             Op::Slice { start, end } => format!("channels={start}..{end}"),
             Op::Shuffle { groups } => format!("groups={groups}"),
             Op::Dropout { p } => format!("p={p}"),
+            Op::Block(b) => {
+                let mut parts = Vec::new();
+                if let Some(e) = &b.expand {
+                    parts.push(format!("expand={e}"));
+                }
+                parts.push(format!("depthwise={}", b.depthwise));
+                parts.push(format!("project={}", b.project));
+                parts.join(" ")
+            }
             _ => String::new(),
         }
     }

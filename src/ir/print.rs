@@ -53,6 +53,9 @@ fn place(p: &Place) -> String {
     for (port, b) in &p.staged {
         let _ = write!(s, " staged{port}=b{b}");
     }
+    if let Some(b) = p.scratch {
+        let _ = write!(s, " scratch=b{b}");
+    }
     s
 }
 

@@ -288,6 +288,14 @@ pub fn infer(op: &Op, inputs: &[&Shape]) -> Result<Shape, ShapeError> {
             rank(inputs, 0, &[4])?;
             conv_shape(c, inputs[0])?
         }
+        Op::Block(b) => {
+            rank(inputs, 0, &[4])?;
+            let mut s = inputs[0].clone();
+            for stage in b.stages() {
+                s = conv_shape(&stage.conv, &s)?;
+            }
+            s
+        }
         Op::Pool(p) => {
             rank(inputs, 0, &[4])?;
             pool_shape(p, inputs[0])?

@@ -291,6 +291,7 @@ impl Builder<'_> {
         };
         let (op_type, attrs): (&str, Vec<AttributeProto>) = match &node.op {
             Op::Input => return Err(runtime_errors::internal("an input node is exported as a node")),
+            Op::Block(_) => return Err(runtime_errors::internal("a fused block is exported as a node")),
             Op::Conv(c) => {
                 ins.push(self.weight(node, "weight")?);
                 if c.bias {

@@ -10,6 +10,7 @@ pub mod cost;
 pub mod dce;
 pub mod fold_bn;
 pub mod fuse;
+pub mod fuse_blocks;
 pub mod place;
 pub mod plan;
 pub mod shape;
@@ -31,6 +32,7 @@ pub const PIPELINE: &[&dyn Pass] = &[
     &dce::Dce,
     &fold_bn::FoldBn,
     &fuse::Fuse,
+    &fuse_blocks::FuseBlocks,
     &place::Placement,
     &plan::Plan,
 ];

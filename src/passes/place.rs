@@ -21,6 +21,9 @@
 //! contiguous channel range, and channel-wise kernels keep that permutation in their output. An
 //! input a kernel cannot read in place is first gathered into a scratch buffer ([`Place::staged`]).
 //!
+//! A fused block (see `fuse_blocks`) also gets a scratch buffer for its row rings
+//! ([`Place::scratch`]), live only while it runs.
+//!
 //! A 1x1 convolution whose fused residual dies with it writes its output over the residual (its
 //! epilogue reads each residual element just before it writes the same element).
 //!
@@ -94,6 +97,7 @@ pub fn runs(graph: &Graph, ix: NodeId) -> Runs {
         Op::Act(_) => Kernel::Map,
         Op::Add => Kernel::Add,
         Op::Softmax => Kernel::Softmax,
+        Op::Block(_) => Kernel::Block,
     })
 }
 
@@ -116,7 +120,7 @@ fn reads(k: Kernel) -> Reads {
         Kernel::Depthwise | Kernel::Pool | Kernel::GlobalPool | Kernel::Map | Kernel::Add | Kernel::ScaleShift => {
             Reads::ChannelWise
         }
-        Kernel::Direct => Reads::Permuted,
+        Kernel::Direct | Kernel::Block => Reads::Permuted,
         Kernel::Conv | Kernel::Softmax => Reads::Ordered,
     }
 }
@@ -230,6 +234,7 @@ impl<'g> Placer<'g> {
                     slots: (0..self.channels(ix)).collect(),
                     runs: Runs::Input,
                     staged: vec![],
+                    scratch: None,
                 }
             }
             Runs::View => match &node.op {
@@ -249,10 +254,19 @@ impl<'g> Placer<'g> {
                         slots,
                         runs: Runs::View,
                         staged: vec![],
+                        scratch: None,
                     }
                 }
             },
-            Runs::Kernel(k) => self.place_kernel(ix, k),
+            Runs::Kernel(k) => {
+                let mut place = self.place_kernel(ix, k);
+                if let Op::Block(b) = &node.op {
+                    let input = self.shape(graph.op_inputs_of(ix)[0]);
+                    let len = crate::codegen::kernels::block::Geometry::of(b, input, node.fused.residual).scratch_len();
+                    place.scratch = Some(self.new_buffer(ix, 1, len));
+                }
+                place
+            }
         };
         // Outputs must be contiguous and in order: a view that is not becomes a copy.
         let place = if is_output && place.runs == Runs::View && !self.ordered(&place.slots) {
@@ -276,6 +290,7 @@ impl<'g> Placer<'g> {
             slots: (0..c).collect(),
             runs: Runs::Kernel(k),
             staged: vec![],
+            scratch: None,
         }
     }
 
@@ -373,6 +388,7 @@ impl<'g> Placer<'g> {
                 slots,
                 runs: Runs::Kernel(k),
                 staged,
+                scratch: None,
             };
         }
 
@@ -391,6 +407,7 @@ impl<'g> Placer<'g> {
                     slots: rp.slots.clone(),
                     runs: Runs::Kernel(k),
                     staged,
+                    scratch: None,
                 };
             }
         }
@@ -415,6 +432,7 @@ impl<'g> Placer<'g> {
             slots,
             runs: Runs::Kernel(k),
             staged,
+            scratch: None,
         }
     }
 
@@ -482,6 +500,7 @@ impl<'g> Placer<'g> {
                     slots,
                     runs: Runs::View,
                     staged: vec![],
+                    scratch: None,
                 }
             }
             None => {

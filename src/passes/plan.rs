@@ -1,6 +1,7 @@
 //! Memory planning: every buffer is live from the first step that writes it to the last step
 //! that reads any node placed in it (the input from the start, since the caller writes it before
-//! the first step; the graph outputs to the end, since the caller reads them after); buffers
+//! the first step; the graph outputs to the end, since the caller reads them after; staging and
+//! scratch buffers only during their node's step); buffers
 //! whose lifetimes overlap get disjoint ranges of one arena, the others may share memory.
 //!
 //! Offsets are assigned largest buffer first, each at the lowest 64-byte aligned offset that
@@ -43,6 +44,9 @@ impl Pass for Plan {
             let from = if graph.inputs.contains(&ix) { 0 } else { i };
             extend(place.buffer, from, to);
             for &(_, b) in &place.staged {
+                extend(b, i, i);
+            }
+            if let Some(b) = place.scratch {
                 extend(b, i, i);
             }
         }

@@ -68,6 +68,7 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[Tensor]) -> Result<Vec<Te
                 Op::Shuffle { groups } => shuffle(ins[0], *groups),
                 Op::Dropout { .. } => ins[0].clone(),
                 Op::Softmax => softmax(ins[0]),
+                Op::Block(_) => return Err(errors::internal("the reference interpreter runs unfused graphs")),
             };
             if out.shape != node.shape.0 {
                 return Err(errors::internal(&format!(

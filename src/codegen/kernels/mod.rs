@@ -5,6 +5,7 @@
 //! weights in the order that family reads them, and bakes every shape, stride and offset in.
 
 pub mod avx2;
+pub mod block;
 pub mod conv;
 pub mod depthwise;
 pub mod direct;
@@ -150,6 +151,23 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
                 Family::Direct => Box::new(direct::Direct::new(c, input, out, w, b, epilogue, post, pack)),
                 _ => Box::new(conv::Scalar::new(c, input, out, w, b, epilogue, post, pack)),
             }
+        }
+        (Op::Block(block), Family::Block) => {
+            let (input, in_rel) = ranged(0);
+            let (out, out_rel) = layout::permuted(graph, ix);
+            let residual = residual_port.map(ranged);
+            let scratch = place.scratch.expect("a block has a scratch buffer");
+            let scratch = graph.buffers[scratch].offset.expect("the graph is planned");
+            Box::new(block::FusedBlock::new(
+                block,
+                (input, &in_rel),
+                (out, &out_rel),
+                residual.as_ref().map(|(b, rel)| (*b, rel.as_slice())),
+                scratch,
+                weights,
+                pack,
+                isa,
+            ))
         }
         (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act)),
         (Op::GlobalPool(k), Family::GlobalPool) => {

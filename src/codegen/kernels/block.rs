@@ -1,0 +1,524 @@
+//! A fused block (`Op::Block`): an optional 1x1 expansion, a depthwise convolution and a 1x1
+//! projection with the projection's residual add, computed a band of output rows at a time so
+//! that the expanded tensor and the depthwise output never exist in full.
+//!
+//! The kernel is composed from the other families' generators, each built over a small scratch
+//! region at constant offsets:
+//!
+//! ```text
+//!  input rows ──copy──▶ stage ──expand GEMM──▶ ring (L rows of the expanded tensor)
+//!                                               │ depthwise, vertical padding 0
+//!                                               ▼
+//!  output rows ◀──copy── proj ◀──project GEMM── dw (P output rows)  ◀── residual rows (copy)
+//! ```
+//!
+//! A band is `P` output rows; it needs `L = (P - 1) * stride + kh_eff` expanded rows (`kh_eff`
+//! the dilated kernel height). Consecutive bands share `carry = kh_eff - stride` rows: after a
+//! band, the last `carry` ring rows move to the front and only `L - carry` new rows are expanded.
+//! Rows of the expanded tensor outside the image (the depthwise convolution's vertical padding)
+//! are zero in the ring, so the depthwise generator runs without vertical padding. Without an
+//! expansion, input rows are copied into the ring directly. Only the copies address the real
+//! tensors, at run-time row offsets; the generated stages see their scratch region only.
+//!
+//! # Items and threads
+//!
+//! A work item is one of `slots` contiguous ranges of bands (of every image in the batch), and
+//! item `i` owns scratch region `i`: items never share memory, whatever thread runs them, and
+//! each item starts its ring from scratch, so every output element is computed by the same
+//! operations whatever the split. The stages' generated code is emitted with the arena pointer
+//! moved to the item's region.
+//!
+//! `P` is the largest band (up to [`MAX_BAND`]) whose region fits [`SLOT_BYTES`]; `slots` is at
+//! most [`SLOTS`]. The scratch buffer (`slots` regions) is what the memory planner reserves for
+//! the node while it runs.
+
+use super::depthwise::Depthwise;
+use super::gemm::{Gemm, GemmSpec};
+use super::window::{if_else, Epilogue};
+use super::{Kernel, Packer};
+use crate::codegen::emit::{Emit, F32, F32X4};
+use crate::codegen::host::HostFn;
+use crate::codegen::layout::Buf;
+use crate::codegen::params::Layer;
+use crate::codegen::Isa;
+use crate::ir::op::{Block, Op, Pad, Stage};
+use crate::ir::shape::Shape;
+use crate::ir::Node;
+use crate::runtime::Weights;
+use crate::source::Span;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
+
+/// Scratch regions of a block: the most threads that share its work.
+pub const SLOTS: usize = 2;
+/// The largest scratch region a band size is chosen for (it stays in L2).
+pub const SLOT_BYTES: usize = 128 << 10;
+/// The most output rows of a band.
+pub const MAX_BAND: usize = 8;
+
+/// Region offsets are multiples of this many f32 (64 bytes).
+const ALIGN: usize = 16;
+
+fn aligned(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// The sizes of a fused block's streaming, shared by the placement (which reserves the scratch
+/// buffer) and the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub n: usize,
+    pub h_in: usize,
+    pub w_in: usize,
+    pub c_in: usize,
+    /// Channels of the depthwise convolution.
+    pub hid: usize,
+    pub h_out: usize,
+    pub w_out: usize,
+    pub c_out: usize,
+    pub expand: bool,
+    pub residual: bool,
+    /// Vertical stride, dilated kernel height and top padding of the depthwise convolution.
+    pub stride: usize,
+    pub kh_eff: usize,
+    pub pad_top: usize,
+    /// Output rows per band (`P`).
+    pub band: usize,
+    /// Scratch regions (work items).
+    pub slots: usize,
+}
+
+impl Geometry {
+    /// The geometry of `block` over an input of shape `[n, c, h, w]`.
+    pub fn of(block: &Block, input: &[usize], residual: bool) -> Geometry {
+        let d = &block.depthwise.conv;
+        let hid = block.expand.as_ref().map_or(input[1], |e| e.conv.out_channels);
+        let kh_eff = (d.kernel.0 - 1) * d.dilation.0 + 1;
+        let kw_eff = (d.kernel.1 - 1) * d.dilation.1 + 1;
+        let h_out = (input[2] + d.pad.top + d.pad.bottom - kh_eff) / d.stride.0 + 1;
+        let w_out = (input[3] + d.pad.left + d.pad.right - kw_eff) / d.stride.1 + 1;
+        let mut g = Geometry {
+            n: input[0],
+            h_in: input[2],
+            w_in: input[3],
+            c_in: input[1],
+            hid,
+            h_out,
+            w_out,
+            c_out: block.project.conv.out_channels,
+            expand: block.expand.is_some(),
+            residual,
+            stride: d.stride.0,
+            kh_eff,
+            pad_top: d.pad.top,
+            band: 1,
+            slots: 1,
+        };
+        g.band = (1..=MAX_BAND.min(h_out))
+            .rev()
+            .find(|&p| Geometry { band: p, ..g }.slot_len() * 4 <= SLOT_BYTES)
+            .unwrap_or(1);
+        g.slots = SLOTS.min(g.bands());
+        g
+    }
+
+    fn bands(&self) -> usize {
+        self.h_out.div_ceil(self.band)
+    }
+
+    /// Expanded rows a band reads (`L`).
+    pub fn rows(&self) -> usize {
+        (self.band - 1) * self.stride + self.kh_eff
+    }
+
+    /// Rows the next band shares with this one.
+    pub fn carry(&self) -> usize {
+        self.kh_eff.saturating_sub(self.stride)
+    }
+
+    /// Element offsets inside a region: ring, stage, depthwise output, projection, residual;
+    /// and the region's length.
+    fn layout(&self) -> [usize; 6] {
+        let ring = aligned(self.rows() * self.w_in * self.hid);
+        let stage_rows = if self.expand {
+            self.carry().max(self.rows() - self.carry())
+        } else {
+            0
+        };
+        let stage = aligned(stage_rows * self.w_in * self.c_in);
+        let dw = aligned(self.band * self.w_out * self.hid);
+        let proj = aligned(self.band * self.w_out * self.c_out);
+        let res = if self.residual { proj } else { 0 };
+        let mut at = [0; 6];
+        for (i, len) in [ring, stage, dw, proj, res].into_iter().enumerate() {
+            at[i + 1] = at[i] + len;
+        }
+        at
+    }
+
+    fn slot_len(&self) -> usize {
+        self.layout()[5]
+    }
+
+    /// Elements of the scratch buffer: one region per slot.
+    pub fn scratch_len(&self) -> usize {
+        self.slots * self.slot_len()
+    }
+}
+
+/// The kernel of a fused block.
+pub struct FusedBlock {
+    g: Geometry,
+    input: Buf,
+    out: Buf,
+    residual: Option<Buf>,
+    /// Arena element offset of the scratch buffer.
+    scratch: usize,
+    /// Expansion of the first `carry` ring rows of an item, and of the new rows of every band.
+    expand_first: Option<Gemm>,
+    expand_next: Option<Gemm>,
+    depthwise: Depthwise,
+    project: Gemm,
+}
+
+/// The parameters of a stage, with its fused batchnorms applied.
+fn layer(stage: &Stage, weights: &Weights) -> Layer {
+    let mut node = Node::new(
+        stage.name.clone(),
+        Op::Conv(stage.conv.clone()),
+        Shape(vec![]),
+        Span::default(),
+    );
+    node.fused = stage.fused.clone();
+    Layer::of(&node, stage.conv.bias, stage.conv.out_channels, weights)
+}
+
+fn post(layer: &Layer) -> Option<(&[f32], &[f32])> {
+    layer.post.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice()))
+}
+
+fn rows_buf(offset: usize, h: usize, w: usize, c: usize) -> Buf {
+    Buf {
+        offset,
+        n: 1,
+        h,
+        w,
+        c,
+        stride: c,
+    }
+}
+
+impl FusedBlock {
+    /// `input` and `out` are contiguous channel ranges holding logical channel `i` at position
+    /// `in_rel[i]` / `out_rel[i]`, the residual likewise at `res_rel`; `scratch` is the arena
+    /// offset of a buffer of [`Geometry::scratch_len`] elements.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        block: &Block,
+        (input, in_rel): (Buf, &[usize]),
+        (out, out_rel): (Buf, &[usize]),
+        residual: Option<(Buf, &[usize])>,
+        scratch: usize,
+        weights: &Weights,
+        pack: &mut Packer,
+        isa: Isa,
+    ) -> FusedBlock {
+        let g = Geometry::of(block, &[input.n, input.c, input.h, input.w], residual.is_some());
+        let [ring, stage, dw, proj, res, _] = g.layout().map(|o| o + scratch);
+        let (l, carry) = (g.rows(), g.carry());
+        let expand = block.expand.as_ref().map(|s| (s, layer(s, weights)));
+        let expansion = |t0: usize, count: usize, pack: &mut Packer| {
+            let (s, w) = expand.as_ref().expect("an expansion");
+            let spec = GemmSpec {
+                input: rows_buf(stage, count, g.w_in, g.c_in),
+                in_slots: Some(in_rel),
+                out: rows_buf(ring + t0 * g.w_in * g.hid, count, g.w_in, g.hid),
+                out_slots: None,
+                groups: s.conv.groups,
+                weight: &w.weight,
+                bias: w.bias.as_deref(),
+                residual: None,
+                act: s.fused.act,
+                post: post(w),
+            };
+            Gemm::new(&spec, pack, isa)
+        };
+        let expand_first = (g.expand && carry > 0).then(|| expansion(0, carry, pack));
+        let expand_next = g.expand.then(|| expansion(carry, l - carry, pack));
+
+        let d = &block.depthwise;
+        let mut dl = layer(d, weights);
+        if !g.expand {
+            dl.permute_outputs(in_rel);
+        }
+        let conv = crate::ir::op::Conv {
+            pad: Pad {
+                top: 0,
+                bottom: 0,
+                ..d.conv.pad
+            },
+            ..d.conv.clone()
+        };
+        let dw_out = rows_buf(dw, g.band, g.w_out, g.hid);
+        let depthwise = Depthwise::new(
+            &conv,
+            rows_buf(ring, l, g.w_in, g.hid),
+            dw_out,
+            &dl.weight,
+            dl.bias.as_deref(),
+            Epilogue {
+                act: d.fused.act,
+                residual: None,
+            },
+            post(&dl),
+            pack,
+        );
+
+        let p = &block.project;
+        let pl = layer(p, weights);
+        let spec = GemmSpec {
+            input: dw_out,
+            in_slots: (!g.expand).then_some(in_rel),
+            out: rows_buf(proj, g.band, g.w_out, g.c_out),
+            out_slots: Some(out_rel),
+            groups: p.conv.groups,
+            weight: &pl.weight,
+            bias: pl.bias.as_deref(),
+            residual: residual.map(|(_, rel)| (rows_buf(res, g.band, g.w_out, g.c_out), Some(rel))),
+            act: p.fused.act,
+            post: post(&pl),
+        };
+        let project = Gemm::new(&spec, pack, isa);
+        FusedBlock {
+            g,
+            input,
+            out,
+            residual: residual.map(|(b, _)| b),
+            scratch,
+            expand_first,
+            expand_next,
+            depthwise,
+            project,
+        }
+    }
+
+    /// Emits `k` for all its items with the arena pointer moved to a scratch region.
+    fn run_in(e: &mut Emit, region: Value, k: &dyn Kernel) {
+        let arena = e.arena;
+        e.arena = region;
+        let (begin, end) = (e.int(0), e.int(k.items() as i64));
+        k.emit(e, begin, end);
+        e.arena = arena;
+    }
+
+    /// Fills ring rows `t0..t0 + count` for the band whose first output row is `y0`.
+    fn fill(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
+        let g = &self.g;
+        let [ring, stage, ..] = g.layout();
+        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
+        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        let row_len = (g.w_in * g.c_in) as i64;
+        // Without an expansion, input rows go straight into the ring.
+        let dst0 = if g.expand { stage } else { ring + t0 * g.w_in * g.hid } + self.scratch;
+        let arena = e.arena;
+        e.for_const(0, count as i64, |e, t| {
+            let r = e.b.ins().iadd(first, t);
+            let valid = e.in_bounds(r, g.h_in as i64);
+            let d = e.b.ins().imul_imm_s(t, row_len * 4);
+            let d = e.b.ins().iadd(region, d);
+            let dst = e.b.ins().iadd_imm_s(d, dst0 as i64 * 4);
+            if_else(
+                e,
+                valid,
+                |e| {
+                    let row = e.b.ins().iadd_imm_s(r, image * g.h_in as i64);
+                    let at = e.b.ins().imul_imm_s(row, (g.w_in * self.input.stride * 4) as i64);
+                    let at = e.b.ins().iadd(arena, at);
+                    let src = e.b.ins().iadd_imm_s(at, self.input.offset as i64 * 4);
+                    let pixels = e.int(g.w_in as i64);
+                    copy(e, src, self.input.stride, dst, g.c_in, g.c_in, pixels);
+                },
+                |e| zero(e, dst, row_len as usize),
+            );
+        });
+        if !g.expand {
+            return;
+        }
+        let gemm = if t0 == 0 {
+            self.expand_first.as_ref()
+        } else {
+            self.expand_next.as_ref()
+        };
+        Self::run_in(e, region, gemm.expect("an expansion"));
+        // Rows in the vertical padding are zero, not the expansion of zero.
+        let hid_row = (g.w_in * g.hid) as i64;
+        e.for_const(0, count as i64, |e, t| {
+            let r = e.b.ins().iadd(first, t);
+            let valid = e.in_bounds(r, g.h_in as i64);
+            if_else(
+                e,
+                valid,
+                |_| {},
+                |e| {
+                    let d = e.b.ins().imul_imm_s(t, hid_row * 4);
+                    let d = e.b.ins().iadd(region, d);
+                    let dst =
+                        e.b.ins()
+                            .iadd_imm_s(d, (self.scratch + ring + t0 * g.w_in * g.hid) as i64 * 4);
+                    zero(e, dst, hid_row as usize);
+                },
+            );
+        });
+    }
+
+    /// Byte address of pixel row `(image, y)` of `buf`.
+    fn row_addr(e: &mut Emit, buf: &Buf, image: i64, y: Value) -> Value {
+        let row = e.b.ins().iadd_imm_s(y, image * buf.h as i64);
+        let at = e.b.ins().imul_imm_s(row, (buf.w * buf.stride * 4) as i64);
+        let at = e.b.ins().iadd(e.arena, at);
+        e.b.ins().iadd_imm_s(at, buf.offset as i64 * 4)
+    }
+}
+
+impl Kernel for FusedBlock {
+    fn items(&self) -> usize {
+        self.g.slots
+    }
+
+    fn work_per_item(&self) -> usize {
+        let g = &self.g;
+        let per_pixel = g.hid * (g.c_out + 9) + if g.expand { g.hid * g.c_in } else { 0 };
+        g.n * g.h_out * g.w_out * per_pixel / g.slots
+    }
+
+    fn host_fns(&self) -> Vec<&'static HostFn> {
+        let mut fns = self.project.host_fns();
+        for k in self.expand_first.iter().chain(&self.expand_next) {
+            fns.extend(k.host_fns());
+        }
+        fns.extend(self.depthwise.host_fns());
+        fns.sort_by_key(|f| f.symbol);
+        fns.dedup_by_key(|f| f.symbol);
+        fns
+    }
+
+    fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        let g = self.g;
+        let [ring, _, _, proj, res, slot_len] = g.layout();
+        let (l, carry, band) = (g.rows(), g.carry(), g.band as i64);
+        let (bands, slots) = (g.bands() as i64, g.slots as i64);
+        let arena = e.arena;
+        e.for_range(begin, end, 1, |e, item| {
+            // Region `item`, as an arena pointer for the stages' code (their buffers are at
+            // offsets inside region 0).
+            let shift = e.b.ins().imul_imm_s(item, slot_len as i64 * 4);
+            let region = e.b.ins().iadd(arena, shift);
+            let lo = e.b.ins().imul_imm_s(item, bands);
+            let lo = e.b.ins().sdiv_imm_s(lo, slots);
+            let hi = e.b.ins().iadd_imm_s(item, 1);
+            let hi = e.b.ins().imul_imm_s(hi, bands);
+            let hi = e.b.ins().sdiv_imm_s(hi, slots);
+            for image in 0..g.n as i64 {
+                if carry > 0 {
+                    let y0 = e.b.ins().imul_imm_s(lo, band);
+                    self.fill(e, region, image, y0, 0, carry);
+                }
+                e.for_range(lo, hi, 1, |e, b| {
+                    let y0 = e.b.ins().imul_imm_s(b, band);
+                    self.fill(e, region, image, y0, carry, l - carry);
+                    Self::run_in(e, region, &self.depthwise);
+                    let h_out = e.int(g.h_out as i64);
+                    let left = e.b.ins().isub(h_out, y0);
+                    let band_v = e.int(band);
+                    let rows = e.b.ins().smin(left, band_v);
+                    let pixels = e.b.ins().imul_imm_s(rows, g.w_out as i64);
+                    if let Some(r) = &self.residual {
+                        let src = Self::row_addr(e, r, image, y0);
+                        let dst = e.b.ins().iadd_imm_s(region, (self.scratch + res) as i64 * 4);
+                        copy(e, src, r.stride, dst, g.c_out, g.c_out, pixels);
+                    }
+                    Self::run_in(e, region, &self.project);
+                    let src = e.b.ins().iadd_imm_s(region, (self.scratch + proj) as i64 * 4);
+                    let dst = Self::row_addr(e, &self.out, image, y0);
+                    copy(e, src, g.c_out, dst, self.out.stride, g.c_out, pixels);
+                    if carry > 0 {
+                        let from = self.scratch + ring + (l - carry) * g.w_in * g.hid;
+                        let src = e.b.ins().iadd_imm_s(region, from as i64 * 4);
+                        let dst = e.b.ins().iadd_imm_s(region, (self.scratch + ring) as i64 * 4);
+                        let one = e.int(1);
+                        let n = carry * g.w_in * g.hid;
+                        copy(e, src, n, dst, n, n, one);
+                    }
+                });
+            }
+        });
+    }
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// Vectors per pixel up to which a copy is unrolled.
+const UNROLL_VECTORS: usize = 16;
+
+/// Copies `pixels` pixels of `c` channels from byte address `src` (pixel stride `src_stride`
+/// elements) to `dst` (`dst_stride`).
+fn copy(e: &mut Emit, src: Value, src_stride: usize, dst: Value, dst_stride: usize, c: usize, pixels: Value) {
+    let start = e.int(0);
+    e.for_range(start, pixels, 1, |e, p| {
+        let s = e.b.ins().imul_imm_s(p, src_stride as i64 * 4);
+        let s = e.b.ins().iadd(src, s);
+        let d = e.b.ins().imul_imm_s(p, dst_stride as i64 * 4);
+        let d = e.b.ins().iadd(dst, d);
+        each_vector(e, c, |e, off, ty| {
+            let (s, d, off) = off.resolve(e, s, d);
+            let v = e.b.ins().load(ty, flags(), s, off);
+            e.b.ins().store(flags(), v, d, off);
+        });
+    });
+}
+
+/// Stores zero over `len` elements at byte address `dst`.
+fn zero(e: &mut Emit, dst: Value, len: usize) {
+    let (v4, v1) = (e.splat(0.0), e.f32(0.0));
+    each_vector(e, len, |e, off, ty| {
+        let (_, d, off) = off.resolve(e, dst, dst);
+        let v = if ty == F32X4 { v4 } else { v1 };
+        e.b.ins().store(flags(), v, d, off);
+    });
+}
+
+/// A byte offset inside a pixel: constant, or a loop index over vectors plus a constant.
+#[derive(Clone, Copy)]
+enum Offset {
+    Const(i32),
+    Vector(Value),
+}
+
+impl Offset {
+    /// Both base addresses moved by the offset, and the immediate offset left.
+    fn resolve(self, e: &mut Emit, a: Value, b: Value) -> (Value, Value, i32) {
+        match self {
+            Offset::Const(o) => (a, b, o),
+            Offset::Vector(i) => {
+                let bytes = e.b.ins().imul_imm_s(i, 16);
+                (e.b.ins().iadd(a, bytes), e.b.ins().iadd(b, bytes), 0)
+            }
+        }
+    }
+}
+
+/// Calls `f` for every f32x4 of the first `c / 4 * 4` elements and every f32 of the rest.
+fn each_vector(e: &mut Emit, c: usize, mut f: impl FnMut(&mut Emit, Offset, cranelift_codegen::ir::Type)) {
+    let vectors = c / 4;
+    if vectors <= UNROLL_VECTORS {
+        for v in 0..vectors {
+            f(e, Offset::Const(v as i32 * 16), F32X4);
+        }
+    } else {
+        e.for_const(0, vectors as i64, |e, v| f(e, Offset::Vector(v), F32X4));
+    }
+    for k in vectors * 4..c {
+        f(e, Offset::Const(k as i32 * 4), F32);
+    }
+}

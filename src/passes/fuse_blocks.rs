@@ -1,0 +1,166 @@
+//! Block fusion: a depthwise convolution and the 1x1 convolution that consumes it (MobileNet's
+//! depthwise-separable pair), with the 1x1 expansion that feeds the depthwise convolution when
+//! there is one (MobileNetV2's inverted residual), become one [`Op::Block`] node. Its kernel
+//! streams over output rows, so the wide tensors between the stages (the expanded tensor and the
+//! depthwise output) are never materialized; only a ring of a few rows is (see
+//! `codegen::kernels::block`).
+//!
+//! The stages keep what `fold_bn` and `fuse` gave them (batchnorms, activations, a post-activation
+//! batchnorm); the projection's residual add becomes the block's. A stage joins only when the next
+//! stage is its one user and its result is not a graph output, and the depthwise convolution must
+//! have a border the windowed kernel handles.
+//!
+//! The pass runs when [`PassOptions::fuse_blocks`](crate::ir::PassOptions) is set, and fuses a block
+//! only when its widest inner tensor is at least `fuse_min_bytes` (a small block never holds the
+//! network's peak memory, and its few rows split badly across threads), and a pair without
+//! expansion only when it narrows the channels (MobileNetV2's first block, not MobileNet v1's
+//! pairs, whose pointwise output is the larger tensor anyway).
+
+use super::Pass;
+use crate::codegen::layout::Buf;
+use crate::ir::op::{Block, Conv, Hw, Op, Pad, Stage};
+use crate::ir::{Cost, Fused, Graph, Node, NodeId};
+
+pub struct FuseBlocks;
+
+impl Pass for FuseBlocks {
+    fn name(&self) -> &'static str {
+        "fuse_blocks"
+    }
+
+    fn run(&self, graph: &mut Graph) -> Result<(), String> {
+        if !graph.options.fuse_blocks {
+            return Ok(());
+        }
+        let order = graph.topo_order().ok_or("the graph has a cycle")?;
+        for project in order {
+            if !graph.g.contains_node(project) {
+                continue;
+            }
+            if let Some(chain) = chain(graph, project) {
+                replace(graph, &chain);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The nodes of a fusable chain ending in `project`.
+struct Chain {
+    expand: Option<NodeId>,
+    depthwise: NodeId,
+    project: NodeId,
+}
+
+fn conv(graph: &Graph, ix: NodeId) -> Option<&Conv> {
+    match &graph.node(ix).op {
+        Op::Conv(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn pointwise(c: &Conv) -> bool {
+    c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default() && c.dilation == Hw(1, 1)
+}
+
+fn channels(graph: &Graph, ix: NodeId) -> usize {
+    graph.node(ix).shape.0[1]
+}
+
+/// Whether `ix` feeds only `user`, is not a graph output, and adds no residual.
+fn inner(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
+    graph.users_of(ix) == [user] && !graph.outputs.contains(&ix) && !graph.node(ix).fused.residual
+}
+
+fn bytes(graph: &Graph, ix: NodeId) -> usize {
+    graph.node(ix).shape.0.iter().product::<usize>() * 4
+}
+
+fn chain(graph: &Graph, project: NodeId) -> Option<Chain> {
+    let p = conv(graph, project)?;
+    if !pointwise(p) || graph.node(project).shape.0.len() != 4 {
+        return None;
+    }
+    let depthwise = graph.op_inputs_of(project)[0];
+    let d = conv(graph, depthwise)?;
+    let input = graph.op_inputs_of(depthwise)[0];
+    let in_shape = &graph.node(input).shape.0;
+    let ch = in_shape[1];
+    if d.groups != ch || d.out_channels != ch || !inner(graph, depthwise, project) {
+        return None;
+    }
+    let (in_buf, out_buf) = (Buf::dense(0, in_shape), Buf::dense(0, &graph.node(depthwise).shape.0));
+    if !crate::codegen::kernels::window::fits(d, &in_buf, &out_buf) {
+        return None;
+    }
+    let expand = conv(graph, input)
+        .filter(|e| pointwise(e) && inner(graph, input, depthwise) && graph.node(input).shape.0.len() == 4)
+        .map(|_| input);
+    let wide = bytes(graph, depthwise).max(expand.map_or(0, |e| bytes(graph, e)));
+    if wide < graph.options.fuse_min_bytes || channels(graph, depthwise) == 0 {
+        return None;
+    }
+    // A pair whose output is at least as large as the depthwise output saves nothing: its input
+    // and output are live together either way, and the rings would come on top.
+    if expand.is_none() && bytes(graph, project) >= bytes(graph, depthwise) {
+        return None;
+    }
+    Some(Chain {
+        expand,
+        depthwise,
+        project,
+    })
+}
+
+fn stage(graph: &Graph, ix: NodeId) -> Stage {
+    let n = graph.node(ix);
+    let Op::Conv(conv) = &n.op else {
+        unreachable!("block stages are convolutions")
+    };
+    Stage {
+        name: n.name.clone(),
+        conv: conv.clone(),
+        fused: Fused {
+            residual: false,
+            ..n.fused.clone()
+        },
+    }
+}
+
+fn replace(graph: &mut Graph, chain: &Chain) {
+    let first = chain.expand.unwrap_or(chain.depthwise);
+    let input = graph.op_inputs_of(first)[0];
+    let p = graph.node(chain.project);
+    let residual = p
+        .fused
+        .residual
+        .then(|| *graph.inputs_of(chain.project).last().expect("residual"));
+    let members: Vec<NodeId> = chain
+        .expand
+        .into_iter()
+        .chain([chain.depthwise, chain.project])
+        .collect();
+    let mut cost: Option<Cost> = None;
+    for &m in &members {
+        if let Some(c) = graph.node(m).cost {
+            let t = cost.get_or_insert_with(Cost::default);
+            t.params += c.params;
+            t.macs += c.macs;
+            t.activation_bytes = c.activation_bytes;
+        }
+    }
+    let block = Box::new(Block {
+        expand: chain.expand.map(|e| stage(graph, e)),
+        depthwise: stage(graph, chain.depthwise),
+        project: stage(graph, chain.project),
+    });
+    let mut node = Node::new(p.name.clone(), Op::Block(block), p.shape.clone(), p.span);
+    node.cost = cost;
+    node.fused.residual = residual.is_some();
+    let inputs: Vec<NodeId> = std::iter::once(input).chain(residual).collect();
+    let ix = graph.add(node, &inputs);
+    graph.replace_uses(chain.project, ix);
+    for m in members.into_iter().rev() {
+        graph.remove(m);
+    }
+}
