@@ -41,4 +41,4 @@ pub static EXPF: HostFn = HostFn {
 };
 
 /// Every host function, registered with each JIT module when its address is known.
-pub static ALL: &[&HostFn] = &[&EXPF, &kernels::avx2::GEMM];
+pub static ALL: &[&HostFn] = &[&EXPF, &kernels::avx2::GEMM, &kernels::avx512::GEMM];
