@@ -4,13 +4,15 @@
 //! `max |jit - ref| / max(1, max |ref|) <= 1e-4`; elements outside the output's slots must be
 //! left untouched; results must not depend on the thread count or on how the items are split.
 //!
-//! Every check runs on each instruction set of the tile: the f32x4 Cranelift tile (`baseline`)
-//! and, when the CPU has AVX2 and FMA, the wide micro-kernel (`native`).
+//! Every check runs on each instruction set of the tile this CPU supports ([`Isa::testable`]): the
+//! f32x4 Cranelift tile (`baseline`), the AVX2 micro-kernel (`avx2`) and the AVX-512 one
+//! (`avx512`); the wide ones take every slot layout, through offset tables where the slots are
+//! not contiguous.
 
 use netc::codegen::kernels::gemm::{Gemm, GemmSpec};
-use netc::codegen::kernels::{Kernel, Packer};
+use netc::codegen::kernels::{avx2, avx512, Kernel, Packer};
 use netc::codegen::layout::Buf;
-use netc::codegen::Isa;
+use netc::codegen::{Isa, Level};
 use netc::ir::op::Activation;
 use netc::runtime::input;
 use proptest::prelude::*;
@@ -619,12 +621,11 @@ proptest! {
     }
 }
 
-/// With AVX2, contiguous slots take the micro-kernel; irregular ones keep the f32x4 tile.
+/// Each instruction set picks its tile, whatever the slots: the AVX-512 micro-kernel at
+/// `avx512`, the AVX2 one at `avx2`, the Cranelift f32x4 tile (no host function) at `baseline`;
+/// `native` picks the widest this CPU has.
 #[test]
-fn wide_tile_for_contiguous_slots_only() {
-    if !Isa::Native.wide() {
-        return;
-    }
+fn each_level_picks_its_tile_for_every_slot_layout() {
     let (m, k, n) = (9, 12, 20);
     let input = Buf {
         offset: 0,
@@ -632,40 +633,96 @@ fn wide_tile_for_contiguous_slots_only() {
         h: m,
         w: 1,
         c: k,
-        stride: k,
+        stride: k + 4,
     };
     let out = Buf {
-        offset: m * k,
+        offset: m * (k + 4),
         c: n,
-        stride: n + 3,
+        stride: 2 * n,
         ..input
     };
     let weight = values(n * k, 1);
-    let wide = |out_slots: Option<&[usize]>| {
+    let permuted: Vec<usize> = (0..n).rev().map(|i| i + 2).collect();
+    let gapped: Vec<usize> = (0..n).map(|i| i + usize::from(i >= 10)).collect();
+    let strided: Vec<usize> = (0..n).map(|i| 2 * i).collect();
+    let shuffled_in: Vec<usize> = (0..k).map(|i| (i % 6) * 2 + i / 6).collect();
+    let gapped_in: Vec<usize> = (0..k).map(|i| i + usize::from(i >= 5)).collect();
+    let tile = |isa: Isa, in_slots: Option<&[usize]>, out_slots: Option<&[usize]>| {
         let spec = GemmSpec {
             input,
-            in_slots: None,
+            in_slots,
             out,
             out_slots,
             groups: 1,
             weight: &weight,
             bias: None,
-            residual: None,
+            residual: Some((out, out_slots)),
             act: None,
             post: None,
         };
-        let native = !Gemm::new(&spec, &mut Packer::default(), Isa::Native)
-            .host_fns()
-            .is_empty();
-        let baseline = !Gemm::new(&spec, &mut Packer::default(), Isa::Baseline)
-            .host_fns()
-            .is_empty();
-        assert!(!baseline);
-        native
+        let gemm = Gemm::new(&spec, &mut Packer::default(), isa);
+        gemm.host_fns().iter().map(|f| f.symbol).collect::<Vec<_>>()
     };
-    let permuted: Vec<usize> = (0..n).rev().map(|i| i + 2).collect();
-    let gapped: Vec<usize> = (0..n).map(|i| i + usize::from(i >= 10)).collect();
-    assert!(wide(None));
-    assert!(wide(Some(&permuted)));
-    assert!(!wide(Some(&gapped)));
+    let native = match Isa::Native.level() {
+        Level::Avx512 => vec![avx512::SYMBOL],
+        Level::Avx2 => vec![avx2::SYMBOL],
+        Level::Baseline => vec![],
+    };
+    for isa in isas().into_iter().chain([Isa::Native]) {
+        let expected = match isa.level() {
+            Level::Avx512 => vec![avx512::SYMBOL],
+            Level::Avx2 => vec![avx2::SYMBOL],
+            Level::Baseline => vec![],
+        };
+        if isa == Isa::Native {
+            assert_eq!(expected, native);
+        }
+        if isa == Isa::Avx512 {
+            assert_eq!(expected, vec![avx512::SYMBOL], "avx512 is testable only with AVX-512F");
+        }
+        for in_slots in [None, Some(&shuffled_in[..]), Some(&gapped_in[..])] {
+            for out_slots in [None, Some(&permuted[..]), Some(&gapped[..]), Some(&strided[..])] {
+                assert_eq!(
+                    tile(isa, in_slots, out_slots),
+                    expected,
+                    "{isa:?} {in_slots:?} {out_slots:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The wide tiles at every column count around their widths (16 for AVX2, 16 and 32 for
+/// AVX-512, so one- and two-vector AVX-512 tiles and masked narrow panels), row counts around
+/// their heights (6 and 12; 6 for AVX-512 tiles that read the input through an offset table),
+/// with contiguous and irregular input, output and residual slots (offset tables, gathers and
+/// scatters), grouped, in place.
+#[test]
+fn wide_tile_widths_row_tails_and_irregular_slots() {
+    let mut rng = Rng(23);
+    let ms = [1, 5, 6, 7, 11, 12, 13, 25, 31];
+    for (i, n) in [1, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 70].into_iter().enumerate() {
+        for (j, (in_kind, out_kind)) in [(0, 0), (0, 3), (4, 0), (6, 5), (3, 4)].into_iter().enumerate() {
+            let groups = 1 + (i + j) % 3;
+            let k = [3, 17, 40][(i + 2 * j) % 3];
+            let residual = match (i + j) % 3 {
+                0 => Residual::None,
+                1 => Residual::InPlace,
+                _ => Residual::Separate(layout(2 + 4 * (j % 2), n * groups, groups, &mut rng)),
+            };
+            check(&Case {
+                m: ms[(i + 3 * j) % ms.len()],
+                k,
+                n,
+                groups,
+                input: layout(in_kind, k * groups, groups, &mut rng),
+                out: layout(out_kind, n * groups, groups, &mut rng),
+                shared_io: false,
+                residual,
+                bias: (i + j) % 2 == 0,
+                post: j % 2 == 1,
+                act: ACTS[(i + j) % 4],
+            });
+        }
+    }
 }

@@ -16,26 +16,31 @@
 //!
 //! # Calling convention
 //!
-//! `extern "C"`, all integers `i64`, all pointers to `f32`, strides in elements:
+//! `extern "C"`, all integers `i64`, all pointers to `f32` or `u32`, strides and offsets in
+//! elements; the same arguments as the AVX-512 tile (`avx512.rs`, [`avx512::PARAMS`]):
 //!
 //! | argument | meaning |
 //! |---|---|
-//! | `a`, `a_stride` | row 0 of the input at its first channel; row `r` starts at `a + r * a_stride`, its `k` channels are contiguous |
+//! | `a`, `a_stride` | row 0 of the input at the group's first channel; row `r` starts at `a + r * a_stride` |
+//! | `a_offsets` | null when the `k` channels of a row are contiguous; else `k` `u32` offsets from the row start |
 //! | `panel`, `k` | the packed panel: `k` rows of 16 floats, zero-padded past `cols` |
 //! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`) |
 //! | `bias`, `scale`, `shift` | 16 floats each (zero-padded past `cols`), or null |
-//! | `res`, `res_stride` | row 0 of the residual at column 0 (columns contiguous), or null |
-//! | `out`, `out_stride` | row 0 of the output at column 0 (columns contiguous) |
+//! | `res`, `res_stride` | row 0 of the residual, or null |
+//! | `out`, `out_stride` | row 0 of the output |
+//! | `cols_at` | null when the columns are contiguous; else 16 `u32` output offsets then 16 residual offsets of the columns from the row starts |
 //! | `act`, `slope` | [`ACT_NONE`], [`ACT_RELU`], [`ACT_RELU6`] or [`ACT_LEAKY`] with its slope |
 //!
-//! Only the `cols` valid columns of the residual and the output are touched (masked loads and
-//! stores for a narrow panel), so the kernel reads and writes nothing outside the tensors. Each
+//! Only the `cols` valid columns of the residual and the output are touched (masked loads,
+//! stores and gathers, and per-column stores through `cols_at`), so the kernel reads and writes
+//! nothing outside the tensors. Each
 //! element is computed by the same sequence of operations (the bias, then one FMA per k in order,
 //! then the epilogue) whatever the row count of the call, so results do not depend on how rows are
 //! split between calls or threads. The residual may be the output itself (same elements): each
 //! element is read before it is written. The function never panics.
 
-use crate::codegen::host::{HostFn, Ty};
+use super::avx512;
+use crate::codegen::host::HostFn;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -66,23 +71,7 @@ pub fn available() -> bool {
 /// The micro-kernel as a host function of the generated code (see the calling convention above).
 pub static GEMM: HostFn = HostFn {
     symbol: SYMBOL,
-    params: &[
-        Ty::Ptr,
-        Ty::I64,
-        Ty::Ptr,
-        Ty::I64,
-        Ty::I64,
-        Ty::I64,
-        Ty::Ptr,
-        Ty::Ptr,
-        Ty::Ptr,
-        Ty::Ptr,
-        Ty::I64,
-        Ty::Ptr,
-        Ty::I64,
-        Ty::I64,
-        Ty::F32,
-    ],
+    params: avx512::PARAMS,
     returns: &[],
     address,
 };
@@ -110,6 +99,10 @@ struct Epilogue {
     slope: f32,
     /// Lane mask of the valid columns of each half, when `cols < 16`.
     mask: Option<[__m256i; 2]>,
+    /// Valid columns.
+    cols: usize,
+    /// With `cols_at`: the output and residual offsets of each half's lanes.
+    scatter: Option<[[__m256i; 2]; 2]>,
 }
 
 /// See the module documentation.
@@ -123,6 +116,7 @@ struct Epilogue {
 pub unsafe extern "C" fn gemm_avx2_6x16(
     a: *const f32,
     a_stride: i64,
+    a_offsets: *const u32,
     panel: *const f32,
     k: i64,
     rows: i64,
@@ -134,6 +128,7 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     res_stride: i64,
     out: *mut f32,
     out_stride: i64,
+    cols_at: *const u32,
     act: i64,
     slope: f32,
 ) {
@@ -159,13 +154,39 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         act,
         slope,
         mask,
+        cols: cols as usize,
+        scatter: (!cols_at.is_null()).then(|| {
+            let at = |i: usize| _mm256_loadu_si256(cols_at.add(8 * i) as *const __m256i);
+            [[at(0), at(1)], [at(2), at(3)]]
+        }),
     };
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
+    if a_offsets.is_null() {
+        rows_of::<false>(a, a_stride, a_offsets, panel, k, rows, &mut ep);
+    } else {
+        rows_of::<true>(a, a_stride, a_offsets, panel, k, rows, &mut ep);
+    }
+}
+
+/// All rows of the call: full tiles of [`MR`] rows, then one of the rest. `TABLE`: the input
+/// offsets come from `a_offsets`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn rows_of<const TABLE: bool>(
+    a: *const f32,
+    a_stride: isize,
+    a_offsets: *const u32,
+    panel: *const f32,
+    k: usize,
+    rows: i64,
+    ep: &mut Epilogue,
+) {
     let mut a = a;
     let mut left = rows;
     while left >= MR as i64 {
-        tile::<MR>(a, a_stride, panel, k, &ep);
+        tile::<MR, TABLE>(a, a_stride, a_offsets, panel, k, ep);
         a = a.wrapping_offset(a_stride.wrapping_mul(MR as isize));
         ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(MR as isize));
         if !ep.res.is_null() {
@@ -174,11 +195,11 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         left -= MR as i64;
     }
     match left {
-        1 => tile::<1>(a, a_stride, panel, k, &ep),
-        2 => tile::<2>(a, a_stride, panel, k, &ep),
-        3 => tile::<3>(a, a_stride, panel, k, &ep),
-        4 => tile::<4>(a, a_stride, panel, k, &ep),
-        5 => tile::<5>(a, a_stride, panel, k, &ep),
+        1 => tile::<1, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+        2 => tile::<2, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+        3 => tile::<3, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+        4 => tile::<4, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+        5 => tile::<5, TABLE>(a, a_stride, a_offsets, panel, k, ep),
         _ => {}
     }
 }
@@ -187,7 +208,14 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize>(a: *const f32, a_stride: isize, panel: *const f32, k: usize, ep: &Epilogue) {
+unsafe fn tile<const R: usize, const TABLE: bool>(
+    a: *const f32,
+    a_stride: isize,
+    a_offsets: *const u32,
+    panel: *const f32,
+    k: usize,
+    ep: &Epilogue,
+) {
     let (b0, b1) = if ep.bias.is_null() {
         (_mm256_setzero_ps(), _mm256_setzero_ps())
     } else {
@@ -199,14 +227,17 @@ unsafe fn tile<const R: usize>(a: *const f32, a_stride: isize, panel: *const f32
         *row = a.wrapping_offset(a_stride.wrapping_mul(r as isize));
     }
     let mut w = panel;
-    for _ in 0..k {
+    for kk in 0..k {
         let w0 = _mm256_loadu_ps(w);
         let w1 = _mm256_loadu_ps(w.add(8));
+        let off = if TABLE { *a_offsets.add(kk) as usize } else { 0 };
         for r in 0..R {
-            let x = _mm256_broadcast_ss(&*rows[r]);
+            let x = _mm256_broadcast_ss(&*rows[r].add(off));
             acc[r][0] = _mm256_fmadd_ps(x, w0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(x, w1, acc[r][1]);
-            rows[r] = rows[r].add(1);
+            if !TABLE {
+                rows[r] = rows[r].add(1);
+            }
         }
         w = w.add(NR);
     }
@@ -225,9 +256,13 @@ unsafe fn tile<const R: usize>(a: *const f32, a_stride: isize, panel: *const f32
         for (h, &v) in acc.iter().enumerate() {
             let mut v = v;
             if !ep.res.is_null() {
-                let x = match ep.mask {
-                    None => _mm256_loadu_ps(res.wrapping_add(8 * h)),
-                    Some(m) => _mm256_maskload_ps(res.wrapping_add(8 * h), m[h]),
+                let x = match (&ep.scatter, ep.mask) {
+                    (None, None) => _mm256_loadu_ps(res.wrapping_add(8 * h)),
+                    (None, Some(m)) => _mm256_maskload_ps(res.wrapping_add(8 * h), m[h]),
+                    (Some(at), m) => {
+                        let m = m.map_or(_mm256_set1_epi32(-1), |m| m[h]);
+                        _mm256_mask_i32gather_ps::<4>(zero, res, at[1][h], _mm256_castsi256_ps(m))
+                    }
                 };
                 v = _mm256_add_ps(v, x);
             }
@@ -243,9 +278,19 @@ unsafe fn tile<const R: usize>(a: *const f32, a_stride: isize, panel: *const f32
             if let Some(p) = &post {
                 v = _mm256_fmadd_ps(v, p[h].0, p[h].1);
             }
-            match ep.mask {
-                None => _mm256_storeu_ps(out.wrapping_add(8 * h), v),
-                Some(m) => _mm256_maskstore_ps(out.wrapping_add(8 * h), m[h], v),
+            match (&ep.scatter, ep.mask) {
+                (None, None) => _mm256_storeu_ps(out.wrapping_add(8 * h), v),
+                (None, Some(m)) => _mm256_maskstore_ps(out.wrapping_add(8 * h), m[h], v),
+                (Some(at), _) => {
+                    // No scatter in AVX2: one store per valid column.
+                    let mut lanes = [0.0f32; 8];
+                    let mut slots = [0u32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                    _mm256_storeu_si256(slots.as_mut_ptr() as *mut __m256i, at[0][h]);
+                    for l in 0..ep.cols.saturating_sub(8 * h).min(8) {
+                        *out.add(slots[l] as usize) = lanes[l];
+                    }
+                }
             }
         }
     }

@@ -83,24 +83,38 @@
 //! [`F32x4Tile`] is the portable tile: 4 rows x 8 columns, 8 f32x4 accumulators, one broadcast per
 //! input element reused across the two weight vectors.
 //!
-//! # The wide path (x86-64 with AVX2 and FMA)
+//! # The wide path (x86-64 with AVX2 and FMA, or AVX-512F)
 //!
-//! With [`Isa::Native`] on a CPU that has AVX2 and FMA, and when every group's input channels,
-//! output columns and residual columns are contiguous (in any order: a permutation of a
-//! contiguous range is absorbed by the packing), the weights are packed in panels of
-//! [`avx2::NR`] (16) columns and a work item is a block of [`avx2::MR`] (6) rows. The code for
-//! items `begin..end` walks their rows in chunks (sized as above), and per chunk, group and panel
-//! makes one call of the Rust micro-kernel ([`avx2`]), which computes the chunk's rows of that
-//! panel in 6x16 register tiles with the epilogue in registers. Other slot layouts (ShuffleNet's
-//! shuffled or gapped channels) keep the f32x4 tile.
+//! When [`Isa::level`] is [`Level::Avx512`] or [`Level::Avx2`], every matrix multiply, whatever
+//! its slots, runs on a Rust micro-kernel ([`Wide`]): [`avx512`] (12x32 tiles in zmm registers,
+//! panels of 32 columns, items of 12 rows) or [`avx2`] (6x16 tiles in ymm registers, panels of
+//! 16 columns, items of 6 rows). The weights are packed as above with the tile's panel width;
+//! the AVX-512 tile packs the last panel of a group 16 floats wide when it has at most 16
+//! columns, and computes it with one zmm per row. The code for items `begin..end` walks their rows
+//! in chunks (sized as above), and per chunk, group and panel makes one call of the
+//! micro-kernel, which computes the chunk's rows of that panel with the epilogue in registers.
+//!
+//! Slots that are not contiguous (ShuffleNet's shuffled, grouped or gapped channels, the split
+//! and concatenated halves of ShuffleNet v2) are passed as `u32` offset tables packed with the
+//! weights, shared by the groups that have the same ones:
+//! - a group whose input slots are not contiguous gets a table of its `K` input offsets (in packed
+//!   order, relative to its first slot); the micro-kernel reads each k-step's broadcasts at that
+//!   offset from the row starts;
+//! - a group whose output (or residual) columns are not contiguous gets, per panel, a table of the
+//!   output offsets then the residual offsets of the panel's columns (relative to the group's base
+//!   slots); the epilogue gathers the residual and scatters the results through it (AVX-512), or
+//!   gathers and stores column by column (AVX2).
+//!
+//! The extra work is one scalar load per k-step and the gathers and scatters of the epilogue, far
+//! less than the f32x4 tile's lost width. At [`Level::Baseline`] the f32x4 tile above runs.
 
-use super::avx2;
 use super::window::zero_of;
+use super::{avx2, avx512};
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::host::HostFn;
 use crate::codegen::layout::Buf;
-use crate::codegen::Isa;
+use crate::codegen::{Isa, Level};
 use crate::ir::op::Activation;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, types::Type, BlockArg, InstBuilder, MemFlagsData, Value};
@@ -799,9 +813,11 @@ impl Columns {
 
 /// A 1x1 convolution or dense layer as a matrix multiply with a fused epilogue.
 pub struct Gemm {
-    /// The AVX2 micro-kernel computes the tiles (panels of [`avx2::NR`] columns, items of
-    /// [`avx2::MR`] rows); the plans are then empty.
-    wide: bool,
+    /// The micro-kernel that computes the tiles on the wide path (panels of [`Wide::nr`]
+    /// columns, items of [`Wide::mr`] rows); the plans are then empty.
+    wide: Option<Wide>,
+    /// Per group on the wide path: where its offset tables are packed.
+    wide_groups: Vec<WideGroup>,
     input: Buf,
     out: Buf,
     residual: Option<Buf>,
@@ -821,6 +837,59 @@ pub struct Gemm {
     bases: Vec<Bases>,
     /// When all groups share the plan of group 0 and their bases step by a constant: that step.
     group_step: Option<Bases>,
+}
+
+/// The micro-kernel of the wide path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wide {
+    /// 6 x 16 tiles in ymm registers ([`avx2`]).
+    Avx2,
+    /// 12 x 32 tiles in zmm registers ([`avx512`]).
+    Avx512,
+}
+
+impl Wide {
+    /// Columns of a packed panel.
+    pub fn nr(self) -> usize {
+        match self {
+            Wide::Avx2 => avx2::NR,
+            Wide::Avx512 => avx512::NR,
+        }
+    }
+
+    /// Rows of a work item.
+    pub fn mr(self) -> usize {
+        match self {
+            Wide::Avx2 => avx2::MR,
+            Wide::Avx512 => avx512::MR,
+        }
+    }
+
+    pub fn host(self) -> &'static HostFn {
+        match self {
+            Wide::Avx2 => &avx2::GEMM,
+            Wide::Avx512 => &avx512::GEMM,
+        }
+    }
+
+    /// Floats per packed row of a panel with `cols` valid columns (more than a panel: a full
+    /// one): the AVX-512 tile packs a panel of at most 16 columns 16 wide.
+    fn panel_width(self, cols: usize) -> usize {
+        match self {
+            Wide::Avx512 if cols <= 16 => 16,
+            _ => self.nr(),
+        }
+    }
+}
+
+/// Where the offset tables of one group of the wide path are packed (element offsets of `u32`
+/// tables in the weights), if its slots need them.
+#[derive(Clone, Copy, Debug)]
+struct WideGroup {
+    /// The group's input slots relative to its first one, in packed order.
+    a_offsets: Option<usize>,
+    /// Per panel, the output then the residual slots of its columns relative to the group's base.
+    cols_at: Option<usize>,
 }
 
 /// Which rows the tiles of one pass compute.
@@ -856,9 +925,9 @@ struct PanelSite {
 impl Gemm {
     /// Checks the shapes and slots of `spec`, and packs its weights, bias and affine (permuted
     /// into packed order) into `pack`.
-    /// With `isa` wide and every group's input channels, output columns and residual columns
-    /// contiguous (in some order), the kernel calls the AVX2 micro-kernel on 16-wide panels;
-    /// otherwise it uses the f32x4 tile.
+    /// `isa.level()` picks the tile: the AVX-512 micro-kernel on 32-wide panels, the AVX2 one on
+    /// 16-wide panels (both with offset tables for slots that are not contiguous), or the f32x4
+    /// tile.
     pub fn new(spec: &GemmSpec, pack: &mut Packer, isa: Isa) -> Gemm {
         let (input, out, groups) = (spec.input, spec.out, spec.groups);
         assert!(groups > 0 && input.c > 0 && out.c > 0, "non-empty GEMM");
@@ -926,28 +995,28 @@ impl Gemm {
                 res: res_base as i64,
             });
         }
-        // The micro-kernel reads contiguous input channels and writes contiguous columns.
-        let wide = isa.wide()
-            && orders.iter().all(|o| {
-                let contiguous = |v: &mut dyn Iterator<Item = i64>| v.enumerate().all(|(i, x)| x == i as i64);
-                contiguous(&mut o.in_rel.iter().map(|&x| x as i64))
-                    && contiguous(&mut o.out_rel.iter().copied())
-                    && (residual.is_none() || contiguous(&mut o.res_rel.iter().copied()))
-            });
-        let nr = if wide { avx2::NR } else { NR };
+        let wide = match isa.level() {
+            Level::Avx512 => Some(Wide::Avx512),
+            Level::Avx2 => Some(Wide::Avx2),
+            Level::Baseline => None,
+        };
+        let nr = wide.map_or(NR, Wide::nr);
         let panels = n.div_ceil(nr);
         let mut packed = vec![0.0f32; groups * panels * k * nr];
         // Bias, scale and shift in packed column order.
         let mut columns = vec![[0.0f32; 3]; groups * panels * nr];
         let mut plans = Vec::with_capacity(groups);
-        // Offset tables (`KRun::Table`, `PanelRun::Table`), shared by groups with the same ones.
+        let mut wide_groups = Vec::with_capacity(groups);
+        // Offset tables (`KRun::Table`, `PanelRun::Table`, the wide path's input and column
+        // offsets), shared by groups with the same ones.
         let mut tables: HashMap<Vec<usize>, usize> = HashMap::new();
         for (g, order) in orders.iter().enumerate() {
             for (s, &o) in order.operm.iter().enumerate() {
                 let (j, c) = (s / nr, s % nr);
+                let width = wide.map_or(nr, |w| w.panel_width(n - j * nr));
                 let row = &spec.weight[(g * n + o) * k..(g * n + o + 1) * k];
                 for (kk, &i) in order.iperm.iter().enumerate() {
-                    packed[((g * panels + j) * k + kk) * nr + c] = row[i];
+                    packed[(g * panels + j) * k * nr + kk * width + c] = row[i];
                 }
                 let col = &mut columns[(g * panels + j) * nr + c];
                 col[0] = spec.bias.map_or(0.0, |b| b[g * n + o]);
@@ -956,7 +1025,24 @@ impl Gemm {
                     col[2] = shift[g * n + o];
                 }
             }
-            if wide {
+            if wide.is_some() {
+                let contiguous = |v: &mut dyn Iterator<Item = i64>| v.enumerate().all(|(i, x)| x == i as i64);
+                let a_offsets = (!contiguous(&mut order.in_rel.iter().map(|&x| x as i64)))
+                    .then(|| push_table(pack, &mut tables, &order.in_rel));
+                let cols_contiguous = contiguous(&mut order.out_rel.iter().copied())
+                    && (residual.is_none() || contiguous(&mut order.res_rel.iter().copied()));
+                let cols_at = (!cols_contiguous).then(|| {
+                    // Per panel, `nr` output offsets then `nr` residual offsets (the first
+                    // column's past the valid ones: masked lanes are never accessed).
+                    let mut offsets = Vec::with_capacity(panels * 2 * nr);
+                    for j in 0..panels {
+                        for rel in [&order.out_rel, &order.res_rel] {
+                            offsets.extend((j * nr..(j + 1) * nr).map(|s| rel.get(s).map_or(0, |&x| x as usize)));
+                        }
+                    }
+                    push_table(pack, &mut tables, &offsets)
+                });
+                wide_groups.push(WideGroup { a_offsets, cols_at });
                 continue;
             }
             let mut k_plan = k_runs(&order.in_rel);
@@ -1013,6 +1099,7 @@ impl Gemm {
         };
         Gemm {
             wide,
+            wide_groups,
             input,
             out,
             residual: residual.map(|r| r.0),
@@ -1035,20 +1122,12 @@ impl Gemm {
 
     /// Columns of a packed panel.
     fn nr(&self) -> usize {
-        if self.wide {
-            avx2::NR
-        } else {
-            NR
-        }
+        self.wide.map_or(NR, Wide::nr)
     }
 
     /// Rows of a work item.
     fn mr(&self) -> usize {
-        if self.wide {
-            avx2::MR
-        } else {
-            MR
-        }
+        self.wide.map_or(MR, Wide::mr)
     }
 
     fn panels(&self) -> usize {
@@ -1058,8 +1137,11 @@ impl Gemm {
     /// Row blocks per chunk. Within a chunk, every panel re-reads the chunk's input rows (which
     /// should stay in cache: 96 KiB) and writes a panel-wide strip of its output rows (48 KiB).
     /// Two cases differ:
-    /// - weights of at most 32 KiB stay in L1 however often they are read: a chunk is one row
-    ///   block, whose output rows are then written whole, one after the other;
+    /// - weights of at most 32 KiB stay in L1 however often they are read: for the f32x4 tile a
+    ///   chunk is one row block, whose output rows are then written whole, one after the other;
+    ///   a micro-kernel call pays a fixed cost (masks, epilogue constants, the call), which at
+    ///   small K (16-32) was 10-20% of a 12-row call, so the wide path keeps the chunk's
+    ///   cache bounds but takes up to 16 blocks per call;
     /// - every chunk reads all the weights again, from L3 or memory once they are large (256 KiB
     ///   or more): then one chunk takes all rows if their input fits in 256 KiB, and otherwise
     ///   chunks grow up to 128 KiB of input rows (at most 256 rows).
@@ -1073,7 +1155,7 @@ impl Gemm {
         let mr = self.mr();
         let mut rows = (96 * 1024 / row_in).min(48 * 1024 / row_out);
         if weight_bytes <= 32 * 1024 {
-            rows = mr;
+            rows = if self.wide.is_some() { rows.min(16 * mr) } else { mr };
         } else if weight_bytes >= 256 * 1024 {
             rows = if self.rows() * row_in <= 256 * 1024 {
                 self.rows()
@@ -1087,18 +1169,18 @@ impl Gemm {
         full.div_ceil(chunks) as i64
     }
 
-    /// The loop nest of the wide path: items are blocks of [`avx2::MR`] rows; the rows of items
-    /// `begin..end` are walked in chunks, and per chunk, group and 16-column panel one call of
-    /// the micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
+    /// The loop nest of the wide path: items are blocks of [`Wide::mr`] rows; the rows of items
+    /// `begin..end` are walked in chunks, and per chunk, group and panel one call of the
+    /// micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
     /// with its valid column count).
-    fn emit_wide(&self, e: &mut Emit, begin: Value, end: Value) {
-        let f = e.host(&avx2::GEMM);
+    fn emit_wide(&self, e: &mut Emit, wide: Wide, begin: Value, end: Value) {
+        let f = e.host(wide.host());
+        let (nr, mr) = (wide.nr() as i64, wide.mr() as i64);
         let m = self.rows() as i64;
-        let mr = avx2::MR as i64;
         let chunk = self.chunk_blocks() * mr;
         let panels = self.panels();
-        let (full, tail) = ((self.n / avx2::NR) as i64, (self.n % avx2::NR) as i64);
-        let panel_bytes = (self.k * avx2::NR * 4) as i64;
+        let (full, tail) = (self.n as i64 / nr, self.n as i64 % nr);
+        let panel_floats = self.k as i64 * nr;
         let lo = e.b.ins().imul_imm_s(begin, mr);
         let hi = e.b.ins().imul_imm_s(end, mr);
         let m_v = e.int(m);
@@ -1119,7 +1201,7 @@ impl Gemm {
                 let at = e.b.ins().iadd(e.arena, at);
                 e.b.ins().iadd_imm_s(at, (buf.offset as i64 + slot) * 4)
             };
-            for (g, b) in self.bases.iter().enumerate() {
+            for (g, (b, wg)) in self.bases.iter().zip(&self.wide_groups).enumerate() {
                 let a = row_addr(e, &self.input, b.input);
                 let out = row_addr(e, &self.out, b.out);
                 let res = self.residual.as_ref().map(|r| (row_addr(e, r, b.res), r.stride));
@@ -1133,13 +1215,24 @@ impl Gemm {
                         e.b.ins().iadd_imm_s(at, (offset as i64 + first * per_panel) * 4)
                     };
                     let null = e.int(0);
-                    let panel = packed(e, self.weights, panel_bytes / 4);
-                    let bias = self.bias.map_or(null, |o| packed(e, o, avx2::NR as i64));
+                    let panel = packed(e, self.weights, panel_floats);
+                    let bias = self.bias.map_or(null, |o| packed(e, o, nr));
                     let (scale, shift) = match self.post {
-                        Some((sc, sh)) => (packed(e, sc, avx2::NR as i64), packed(e, sh, avx2::NR as i64)),
+                        Some((sc, sh)) => (packed(e, sc, nr), packed(e, sh, nr)),
                         None => (null, null),
                     };
-                    let col_bytes = e.b.ins().imul_imm_s(j, (avx2::NR * 4) as i64);
+                    let a_offsets = wg
+                        .a_offsets
+                        .map_or(null, |t| e.b.ins().iadd_imm_s(e.weights, t as i64 * 4));
+                    // With a column table, the row pointers stay at the group's base slots.
+                    let (cols_at, col_bytes) = match wg.cols_at {
+                        Some(t) => {
+                            let at = e.b.ins().imul_imm_s(j, 2 * nr * 4);
+                            let at = e.b.ins().iadd(e.weights, at);
+                            (e.b.ins().iadd_imm_s(at, t as i64 * 4), e.int(0))
+                        }
+                        None => (null, e.b.ins().imul_imm_s(j, nr * 4)),
+                    };
                     let (res, res_stride) = match res {
                         Some((r, stride)) => (e.b.ins().iadd(r, col_bytes), e.int(stride as i64)),
                         None => (null, null),
@@ -1148,6 +1241,7 @@ impl Gemm {
                     let args = [
                         a,
                         e.int(self.input.stride as i64),
+                        a_offsets,
                         panel,
                         e.int(self.k as i64),
                         rows,
@@ -1159,6 +1253,7 @@ impl Gemm {
                         res_stride,
                         out,
                         e.int(self.out.stride as i64),
+                        cols_at,
                         e.int(act),
                         e.f32(slope),
                     ];
@@ -1168,9 +1263,9 @@ impl Gemm {
                     0 => {}
                     1 => {
                         let j = e.int(0);
-                        call(e, j, avx2::NR as i64);
+                        call(e, j, nr);
                     }
-                    _ => e.for_const(0, full, |e, j| call(e, j, avx2::NR as i64)),
+                    _ => e.for_const(0, full, |e, j| call(e, j, nr)),
                 }
                 if tail > 0 {
                     let j = e.int(full);
@@ -1440,16 +1535,12 @@ impl Kernel for Gemm {
     }
 
     fn host_fns(&self) -> Vec<&'static HostFn> {
-        if self.wide {
-            vec![&avx2::GEMM]
-        } else {
-            Vec::new()
-        }
+        self.wide.map(Wide::host).into_iter().collect()
     }
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
-        if self.wide {
-            return self.emit_wide(e, begin, end);
+        if let Some(wide) = self.wide {
+            return self.emit_wide(e, wide, begin, end);
         }
         // `end` is a count, never negative: this is the barrier's always-true condition.
         let always = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, end, 0);

@@ -5,6 +5,7 @@
 //! weights in the order that family reads them, and bakes every shape, stride and offset in.
 
 pub mod avx2;
+pub mod avx512;
 pub mod block;
 pub mod conv;
 pub mod depthwise;
