@@ -249,10 +249,14 @@ struct BenchArgs {
     /// Also time every node's kernel (one thread, median over the runs).
     #[arg(long)]
     profile: bool,
-    /// Peak GFLOP/s that per-node throughput is compared against (default: the measured
-    /// single-core FMA peak of the vector width that runs: f32x4, or f32x8 with AVX2).
+    /// Peak GFLOP/s that per-node throughput is compared against (default: this machine's
+    /// single-core 256-bit FMA peak, measured before profiling).
     #[arg(long, value_name = "X")]
     peak_gflops: Option<f64>,
+    /// Measure this machine's single-core FMA peaks (f32x4, f32x8, f32x16) and report them, also
+    /// without --profile (about 0.2 s).
+    #[arg(long)]
+    measure_peak: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -279,13 +283,33 @@ fn bench_table(r: &netc::runtime::bench::Report) -> String {
         r.gflops,
         report::thousands(r.macs)
     );
+    if let Some(p) = &r.peaks {
+        let widths: Vec<String> = [("f32x4", p.f32x4), ("f32x8", p.f32x8), ("f32x16", p.f32x16)]
+            .iter()
+            .filter_map(|(w, g)| g.map(|g| format!("{w} {g:.1}")))
+            .collect();
+        let measured = if widths.is_empty() {
+            "none on this architecture".to_string()
+        } else {
+            format!("{} GFLOP/s", widths.join(", "))
+        };
+        let _ = writeln!(out, "peak:       measured single-core FMA peaks: {measured}");
+    }
     if let Some(nodes) = &r.nodes {
         let name_w = nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
         let op_w = nodes.iter().map(|n| n.op.len()).max().unwrap_or(2).max(2);
+        let peak = match (r.peak_source.as_deref(), r.peak_gflops) {
+            (Some("given"), Some(g)) => format!("% peak: share of the given peak, {g:.1} GFLOP/s"),
+            (Some("f32x8"), Some(g)) => {
+                format!("% peak: share of the measured 256-bit (f32x8) FMA peak, {g:.1} GFLOP/s")
+            }
+            (Some(w), Some(g)) => format!("% peak: share of the measured {w} FMA peak, {g:.1} GFLOP/s"),
+            _ => "no peak measured".to_string(),
+        };
         let _ = writeln!(
             out,
-            "\nprofile: each kernel timed alone on one thread, median of {} runs, in execution order; peak {} GFLOP/s",
-            r.runs, r.peak_gflops
+            "\nprofile: each kernel timed alone on one thread, median of {} runs, in execution order; {peak}",
+            r.runs
         );
         let header = format!(
             "{:name_w$}  {:op_w$}  {:>14}  {:>10}  {:>6}  {:>8}  {:>7}",
@@ -333,8 +357,7 @@ fn bench_network(args: &BenchArgs) -> ExitCode {
         Err(bench::PrepareError::Elaborate(code)) => return code,
         Err(bench::PrepareError::Codegen(d)) => return fail(d),
     };
-    let peak_gflops = args.peak_gflops.unwrap_or_else(|| bench::peak_gflops(options.isa));
-    if !(peak_gflops.is_finite() && peak_gflops > 0.0) {
+    if args.peak_gflops.is_some_and(|g| !(g.is_finite() && g > 0.0)) {
         eprintln!("error: --peak-gflops must be a positive number");
         return ExitCode::FAILURE;
     }
@@ -344,7 +367,8 @@ fn bench_network(args: &BenchArgs) -> ExitCode {
         warmup: args.warmup as usize,
         seed: args.seed,
         profile: args.profile,
-        peak_gflops,
+        measure_peak: args.measure_peak,
+        peak_gflops: args.peak_gflops,
     };
     let report = match bench::run(&mut prepared, &config) {
         Ok(r) => r,

@@ -131,6 +131,8 @@ fn profile_lists_every_kernel_in_execution_order() {
     let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
     assert_eq!(names, kernel_names(&net, &[]));
     assert_eq!(f(&v, "peak_gflops"), 10.0);
+    assert_eq!(v["peak_source"], "given");
+    assert!(v.get("peaks").is_none(), "a given peak is not measured: {v}");
     let share: f64 = nodes.iter().map(|n| f(n, "share_pct")).sum();
     assert!((share - 100.0).abs() < 1e-6, "shares sum to 100%: {share}");
     let total: f64 = nodes.iter().map(|n| f(n, "median_ms")).sum();
@@ -237,9 +239,101 @@ fn isa_is_reported() {
     };
     let baseline = bench("baseline");
     assert_eq!(baseline["isa"], "baseline");
-    assert_eq!(f(&baseline, "peak_gflops"), netc::runtime::bench::PEAK_GFLOPS_F32X4);
+    assert!(
+        baseline.get("peak_gflops").is_none() && baseline.get("peaks").is_none(),
+        "no peak is measured without --profile or --measure-peak: {baseline}"
+    );
     let native = bench("native");
     assert_eq!(native["isa"], netc::codegen::Level::cpu().name());
     let bad = netc(&["bench", net.to_str().unwrap(), "--isa", "sse9"]);
     assert!(!bad.status.success());
+}
+
+/// The FMA peaks of each vector width this CPU has, as `--measure-peak` and `--profile` report.
+fn check_peaks(v: &serde_json::Value) {
+    let peaks = &v["peaks"];
+    let width = |w: &str| peaks[w].as_f64();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |feature: bool, w: &str| {
+            assert_eq!(width(w).is_some(), feature, "{w} measured iff the CPU has it: {v}");
+            if let Some(g) = width(w) {
+                assert!(g.is_finite() && g > 0.1, "{w}: {v}");
+            }
+        };
+        let fma = std::arch::is_x86_feature_detected!("fma");
+        has(fma, "f32x4");
+        has(fma && std::arch::is_x86_feature_detected!("avx2"), "f32x8");
+        has(std::arch::is_x86_feature_detected!("avx512f"), "f32x16");
+    }
+    // Per-node shares are of the 256-bit peak (the 128-bit one on a CPU without AVX2).
+    let (source, reference) = match (width("f32x8"), width("f32x4")) {
+        (Some(g), _) => ("f32x8", Some(g)),
+        (None, Some(g)) => ("f32x4", Some(g)),
+        (None, None) => ("", None),
+    };
+    if let Some(reference) = reference {
+        assert_eq!(v["peak_source"], source, "{v}");
+        assert_eq!(f(v, "peak_gflops"), reference, "{v}");
+    }
+}
+
+#[test]
+fn profile_measures_the_peaks_and_compares_with_the_256_bit_one() {
+    let net = tiny_net("peaks");
+    let v = bench_json(&[
+        "bench",
+        net.to_str().unwrap(),
+        "--runs",
+        "3",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--profile",
+        "--json",
+    ]);
+    check_peaks(&v);
+    if let Some(peak) = v["peak_gflops"].as_f64() {
+        for n in v["nodes"].as_array().unwrap() {
+            if let Some(g) = n["gflops"].as_f64() {
+                assert!((f(n, "peak_pct") - 100.0 * g / peak).abs() < 1e-9 * g.max(1.0), "{n}");
+            }
+        }
+    }
+    // Measured on request without a profile, and named in the table.
+    let v = bench_json(&[
+        "bench",
+        net.to_str().unwrap(),
+        "--runs",
+        "1",
+        "--measure-peak",
+        "--json",
+    ]);
+    check_peaks(&v);
+    assert!(v.get("nodes").is_none(), "{v}");
+    let o = netc(&["bench", net.to_str().unwrap(), "--runs", "1", "--profile"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    if cfg!(target_arch = "x86_64") {
+        assert!(out.contains("measured single-core FMA peaks: f32x4 "), "{out}");
+    }
+    if v["peak_source"] == "f32x8" {
+        assert!(out.contains("share of the measured 256-bit (f32x8) FMA peak"), "{out}");
+    }
+    // A given peak replaces the measured one.
+    let o = netc(&[
+        "bench",
+        net.to_str().unwrap(),
+        "--runs",
+        "1",
+        "--profile",
+        "--peak-gflops",
+        "12.5",
+    ]);
+    assert!(
+        text(&o.stdout).contains("share of the given peak, 12.5 GFLOP/s"),
+        "{}",
+        text(&o.stdout)
+    );
 }

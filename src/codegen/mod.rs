@@ -21,14 +21,18 @@ use crate::diag::Diagnostic;
 use crate::ir::Graph;
 use crate::runtime::executor::{Executable, KernelFn, Step};
 use crate::runtime::{errors, Weights};
-use cranelift_codegen::ir::{types, AbiParam, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::control::ControlPlane;
+use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, Signature, UserFuncName};
+use cranelift_codegen::isa::{OwnedTargetIsa, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleReloc};
 use emit::Emit;
 use host::HostFn;
 use kernels::Kernel;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 
 /// Options of code generation.
 #[derive(Clone, Debug, Default)]
@@ -129,14 +133,129 @@ impl Isa {
 
 /// A JIT module set up for kernels: host ISA flags, the kernel signature
 /// `fn(arena, weights, begin, end)`, and the host functions kernels call (see [`host`]).
+///
+/// [`define`](KernelModule::define) generates a kernel's Cranelift IR on the calling thread and
+/// queues it; compiler threads (one per other core, started with the first kernel) turn queued
+/// functions into machine code while the caller generates the next ones, and
+/// [`finish`](KernelModule::finish) compiles what is left on the caller's thread too, then places
+/// the code in the module in definition order. The code of a kernel does not depend on which
+/// thread compiled it.
 pub struct KernelModule {
     module: JITModule,
+    isa: OwnedTargetIsa,
     sig: Signature,
     /// Host functions declared so far, by symbol (each is declared when the first kernel that
     /// calls it is defined, so the function ids of modules without it do not change).
     hosts: Vec<(&'static str, FuncId)>,
-    ctx: cranelift_codegen::Context,
     fctx: FunctionBuilderContext,
+    compilers: Option<Compilers>,
+    /// Kernels defined so far.
+    defined: usize,
+}
+
+/// A function's machine code, ready to be placed in the module.
+struct Code {
+    bytes: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<ModuleReloc>,
+}
+
+/// A function to compile: its id, its name (for errors) and its IR.
+type Job = (FuncId, String, Function);
+
+/// The compiler threads of a [`KernelModule`] and the queues between them and the caller.
+struct Compilers {
+    /// Functions to compile; `None` once every kernel is defined.
+    jobs: Option<mpsc::Sender<Job>>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    results: mpsc::Receiver<(FuncId, Result<Code, String>)>,
+    /// Kept to hand to the caller's own compiler loop in `finish`.
+    results_to: mpsc::Sender<(FuncId, Result<Code, String>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Set when the module is dropped before `finish`: queued functions are skipped.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Compilers {
+    fn start(isa: &OwnedTargetIsa) -> Compilers {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let (results_to, results) = mpsc::channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let extra = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+        let threads = (0..extra)
+            .map_while(|i| {
+                let (isa, queue, out, cancel) = (isa.clone(), queue.clone(), results_to.clone(), cancel.clone());
+                std::thread::Builder::new()
+                    .name(format!("netc-compile-{i}"))
+                    .spawn(move || compile_queued(&*isa, &queue, &out, &cancel))
+                    .ok()
+            })
+            .collect();
+        Compilers {
+            jobs: Some(jobs),
+            queue,
+            results,
+            results_to,
+            threads,
+            cancel,
+        }
+    }
+
+    /// Closes the queue and waits for the compiler threads.
+    fn join(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            // The threads only run the compiler, whose errors are results, not panics.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Compilers {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.join();
+    }
+}
+
+/// Compiles queued functions until the queue is closed and empty, sending each result.
+fn compile_queued(
+    isa: &dyn TargetIsa,
+    queue: &Mutex<mpsc::Receiver<Job>>,
+    out: &mpsc::Sender<(FuncId, Result<Code, String>)>,
+    cancel: &AtomicBool,
+) {
+    let mut ctx = cranelift_codegen::Context::new();
+    loop {
+        // Hold the lock only to take a job, not while compiling it.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok((id, name, func)) = job else { return };
+        if cancel.load(Ordering::Relaxed) {
+            continue;
+        }
+        ctx.clear();
+        ctx.func = func;
+        let code = match ctx.compile(isa, &mut ControlPlane::default()) {
+            Err(e) => Err(format!("{name}: {:?}", e.inner)),
+            Ok(_) => {
+                let compiled = ctx.compiled_code().expect("compiled just now");
+                Ok(Code {
+                    bytes: compiled.code_buffer().to_vec(),
+                    alignment: compiled.buffer.alignment as u64,
+                    relocs: compiled
+                        .buffer
+                        .relocs()
+                        .iter()
+                        .map(|r| ModuleReloc::from_mach_reloc(r, &ctx.func, id))
+                        .collect(),
+                })
+            }
+        };
+        if out.send((id, code)).is_err() {
+            return;
+        }
+    }
 }
 
 impl KernelModule {
@@ -153,7 +272,7 @@ impl KernelModule {
         let isa = cranelift_native::builder()?
             .finish(settings::Flags::new(flags))
             .map_err(|e| e.to_string())?;
-        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
+        let mut builder = JITBuilder::with_isa(isa.clone(), default_libcall_names());
         for f in host::ALL {
             if let Some(address) = (f.address)() {
                 builder.symbol(f.symbol, address);
@@ -165,13 +284,14 @@ impl KernelModule {
         for ty in [ptr, ptr, types::I64, types::I64] {
             sig.params.push(AbiParam::new(ty));
         }
-        let ctx = module.make_context();
         Ok(KernelModule {
             module,
+            isa,
             sig,
             hosts: Vec::new(),
-            ctx,
             fctx: FunctionBuilderContext::new(),
+            compilers: None,
+            defined: 0,
         })
     }
 
@@ -200,7 +320,8 @@ impl KernelModule {
         Ok(id)
     }
 
-    /// Generates the function of one kernel; with `keep_clif`, also returns its Cranelift IR.
+    /// Generates the Cranelift IR of one kernel and queues it for compilation; with `keep_clif`,
+    /// also returns the IR. `name` is the kernel's symbol and names it in errors.
     pub fn define(
         &mut self,
         name: &str,
@@ -218,10 +339,9 @@ impl KernelModule {
             .map(|&f| Ok((f.symbol, self.host(f)?)))
             .collect::<Result<Vec<_>, String>>()?;
         let target = self.module.target_config();
-        self.ctx.func.signature = self.sig.clone();
-        self.ctx.func.name = UserFuncName::user(0, id.as_u32());
+        let mut func = Function::with_name_signature(UserFuncName::user(0, id.as_u32()), self.sig.clone());
         {
-            let mut b = FunctionBuilder::new(&mut self.ctx.func, &mut self.fctx);
+            let mut b = FunctionBuilder::new(&mut func, &mut self.fctx);
             let entry = b.create_block();
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
@@ -241,17 +361,41 @@ impl KernelModule {
             b.seal_all_blocks();
             b.finalize(target);
         }
-        let clif = keep_clif.then(|| self.ctx.func.display().to_string());
-        self.module
-            .define_function(id, &mut self.ctx)
-            .map_err(|e| format!("{e:?}"))?;
-        self.module.clear_context(&mut self.ctx);
+        let clif = keep_clif.then(|| func.display().to_string());
+        let compilers = self.compilers.get_or_insert_with(|| Compilers::start(&self.isa));
+        let queued = compilers
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send((id, name.to_string(), func)).is_ok());
+        if !queued {
+            return Err(format!("{name}: the compiler threads stopped"));
+        }
+        self.defined += 1;
         Ok((id, clif))
     }
 
-    /// Makes every defined function executable; returns the module (which owns the code) and
-    /// the entry point of each of `ids`.
+    /// Compiles every queued kernel (on this thread and the compiler threads), makes the code
+    /// executable, and returns the module (which owns the code) and the entry point of each of
+    /// `ids`.
     pub fn finish(mut self, ids: &[FuncId]) -> Result<(JITModule, Vec<KernelFn>), String> {
+        let mut codes = Vec::with_capacity(self.defined);
+        if let Some(mut c) = self.compilers.take() {
+            c.jobs = None;
+            compile_queued(&*self.isa, &c.queue, &c.results_to, &c.cancel);
+            c.join();
+            codes.extend(c.results.try_iter());
+        }
+        if codes.len() != self.defined {
+            return Err(format!("{} of {} kernels were compiled", codes.len(), self.defined));
+        }
+        // Place the code in definition order, whichever thread finished first.
+        codes.sort_by_key(|(id, _)| *id);
+        for (id, code) in codes {
+            let code = code?;
+            self.module
+                .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
+                .map_err(|e| format!("{e:?}"))?;
+        }
         self.module.finalize_definitions().map_err(|e| e.to_string())?;
         let fns = ids
             .iter()
@@ -290,12 +434,20 @@ fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
     if bytes > MAX_ARENA_BYTES {
         return Err(too_large(&format!("the limit is {MAX_ARENA_BYTES} bytes")));
     }
-    let mut arena = Vec::new();
-    arena
-        .try_reserve_exact(len)
-        .map_err(|_| too_large("the memory cannot be allocated"))?;
-    arena.resize(len, 0.0);
-    Ok(arena)
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| too_large("the size overflows"))?;
+    // Zeroed memory straight from the allocator: large blocks come as fresh zero pages, so the
+    // arena costs nothing until the first run touches it.
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(too_large("the memory cannot be allocated"));
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with the layout of `len` f32s, which
+    // are initialized (all-zero bits are 0.0).
+    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
 /// Generates and finalizes the code of every node of a placed and planned `graph` (see
@@ -307,7 +459,12 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
         .ok_or_else(|| fail("code generation", "the graph is not planned".into()))?;
     let mut module = KernelModule::new().map_err(|e| fail("cannot set up the JIT", e))?;
     let arena = allocate_arena(len, graph.node(graph.inputs[0]).shape.0[0])?;
-    let mut pack = kernels::Packer::default();
+    // Room for every parameter (kernels pack them once, with some padding), so that packing
+    // does not copy the buffer over and over as it grows.
+    let params: usize = weights.iter().map(|(_, t)| t.data.len() + 16).sum();
+    let mut pack = kernels::Packer {
+        data: Vec::with_capacity(params + params / 8),
+    };
     let mut pending = Vec::new();
     let mut clif = Vec::new();
     for ix in graph.topo_order().expect("the verifier rejects cycles") {

@@ -6,10 +6,13 @@
 //! profiles every step with [`Executable::profile`] (each step timed once per run, on one thread)
 //! and keeps the median per step. Throughput is `2 * MACs / time`, with MACs from the cost pass
 //! (multiply-accumulates of conv and dense layers only; pooling and element-wise nodes count zero).
+//! A profile compares each node's throughput with this machine's single-core 256-bit FMA peak,
+//! measured at run time ([`measure_peaks`]) rather than assumed, since the machines netc runs on
+//! differ (a 512-bit datapath doubles it, a shared or throttled core lowers it).
 
 use super::executor::Executable;
 use super::{input, Weights};
-use crate::codegen::{self, Isa};
+use crate::codegen;
 use crate::diag::Diagnostic;
 use crate::ir::Graph;
 use crate::passes::cost;
@@ -18,22 +21,119 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
 
-/// Single-core peak of independent f32x4 (128-bit) FMA chains measured on the machine the project
-/// runs on (a 2-vCPU Intel Xeon virtual machine) with `cargo run --release --example fma_peak`: 66 GFLOP/s. The x64
-/// Cranelift backend emits no vector wider than 128 bits, so this is the ceiling of one thread of
-/// Cranelift-generated code (the `baseline` ISA).
-pub const PEAK_GFLOPS_F32X4: f64 = 66.0;
+/// This machine's single-core peaks of independent FMA chains, per vector width, in GFLOP/s:
+/// measured at run time by [`measure_peaks`]. `None` where the CPU lacks the width (or the
+/// architecture has no measurement here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Peaks {
+    /// 128-bit FMAs: the ceiling of one thread of Cranelift-generated code (the `baseline` ISA).
+    pub f32x4: Option<f64>,
+    /// 256-bit FMAs (AVX2 + FMA): the reference per-node throughput is compared against.
+    pub f32x8: Option<f64>,
+    /// 512-bit FMAs (AVX-512F).
+    pub f32x16: Option<f64>,
+}
 
-/// Single-core peak of independent f32x8 (256-bit) FMA chains on the same machine, measured the
-/// same way: 132 GFLOP/s, the ceiling of the AVX2 matrix-multiply micro-kernel.
-pub const PEAK_GFLOPS_F32X8: f64 = 132.0;
+impl Peaks {
+    /// The peak per-node throughput is reported against: the 256-bit one, or the 128-bit one on
+    /// a CPU without AVX2, with its name.
+    pub fn reference(&self) -> Option<(&'static str, f64)> {
+        self.f32x8.map(|p| ("f32x8", p)).or(self.f32x4.map(|p| ("f32x4", p)))
+    }
+}
 
-/// The single-core FMA peak of the vector width `isa` runs at.
-pub fn peak_gflops(isa: Isa) -> f64 {
-    if isa.wide() {
-        PEAK_GFLOPS_F32X8
-    } else {
-        PEAK_GFLOPS_F32X4
+/// Length of one calibration run, and runs per vector width (the best counts: the machine may
+/// be shared).
+const CALIBRATION_SECS: f64 = 0.02;
+const CALIBRATION_RUNS: usize = 3;
+
+/// Measures the single-core FMA peak of each vector width this CPU has: 12 independent
+/// accumulator chains (so the FMA units, not the latency of one chain, bound the loop), best of
+/// [`CALIBRATION_RUNS`] runs of about 20 ms each. Takes about 200 ms.
+pub fn measure_peaks() -> Peaks {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let fma = is_x86_feature_detected!("fma");
+        let avx2 = fma && is_x86_feature_detected!("avx2");
+        let avx512 = is_x86_feature_detected!("avx512f");
+        // SAFETY (all three): each loop runs only when the CPU has the features it is compiled for.
+        Peaks {
+            f32x4: fma.then(|| best_rate(|n| unsafe { fma_x86::f32x4(n) }, 12.0 * 4.0 * 2.0)),
+            f32x8: avx2.then(|| best_rate(|n| unsafe { fma_x86::f32x8(n) }, 12.0 * 8.0 * 2.0)),
+            f32x16: avx512.then(|| best_rate(|n| unsafe { fma_x86::f32x16(n) }, 12.0 * 16.0 * 2.0)),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    Peaks::default()
+}
+
+/// GFLOP/s of a loop `run(iterations) -> seconds` doing `flops` per iteration: a short probe
+/// sizes the runs to about [`CALIBRATION_SECS`], the best run counts.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn best_rate(run: impl Fn(u64) -> f64, flops: f64) -> f64 {
+    const PROBE: u64 = 1 << 16;
+    let probe = run(PROBE).max(1e-7);
+    let iterations = (CALIBRATION_SECS / probe * PROBE as f64).clamp(PROBE as f64, 1e10) as u64;
+    (0..CALIBRATION_RUNS)
+        .map(|_| flops * iterations as f64 / run(iterations).max(1e-9) / 1e9)
+        .fold(0.0, f64::max)
+}
+
+/// The FMA loops of [`measure_peaks`]; each returns the seconds `iterations` rounds of 12
+/// independent FMAs took.
+#[cfg(target_arch = "x86_64")]
+mod fma_x86 {
+    use std::arch::x86_64::*;
+    use std::time::Instant;
+
+    const CHAINS: usize = 12;
+
+    /// # Safety
+    /// The CPU must have FMA.
+    #[target_feature(enable = "fma")]
+    pub unsafe fn f32x4(iterations: u64) -> f64 {
+        let (m, a) = (_mm_set1_ps(0.999_999), _mm_set1_ps(1e-7));
+        let mut acc = [_mm_set1_ps(1.0); CHAINS];
+        let t = Instant::now();
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm_fmadd_ps(*x, m, a);
+            }
+        }
+        std::hint::black_box(acc);
+        t.elapsed().as_secs_f64()
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn f32x8(iterations: u64) -> f64 {
+        let (m, a) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        let mut acc = [_mm256_set1_ps(1.0); CHAINS];
+        let t = Instant::now();
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, m, a);
+            }
+        }
+        std::hint::black_box(acc);
+        t.elapsed().as_secs_f64()
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn f32x16(iterations: u64) -> f64 {
+        let (m, a) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); CHAINS];
+        let t = Instant::now();
+        for _ in 0..iterations {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, m, a);
+            }
+        }
+        std::hint::black_box(acc);
+        t.elapsed().as_secs_f64()
     }
 }
 
@@ -50,8 +150,12 @@ pub struct Config {
     pub seed: u64,
     /// Also profile every step.
     pub profile: bool,
-    /// Peak GFLOP/s that per-node throughput is compared against.
-    pub peak_gflops: f64,
+    /// Measure this machine's FMA peaks (see [`measure_peaks`]); profiling does unless
+    /// `peak_gflops` is given.
+    pub measure_peak: bool,
+    /// Peak GFLOP/s that per-node throughput is compared against, instead of the measured
+    /// 256-bit peak.
+    pub peak_gflops: Option<f64>,
 }
 
 impl Default for Config {
@@ -62,7 +166,8 @@ impl Default for Config {
             warmup: 5,
             seed: 0,
             profile: false,
-            peak_gflops: PEAK_GFLOPS_F32X4,
+            measure_peak: false,
+            peak_gflops: None,
         }
     }
 }
@@ -137,7 +242,7 @@ pub struct Prepared {
     pub elaborate_ms: f64,
     /// Code generation of every kernel, weight packing included (weight initialization is not).
     pub codegen_ms: f64,
-    /// The matrix multiply's instruction set that runs (see [`Isa::name`]).
+    /// The matrix multiply's instruction set that runs (see [`codegen::Isa::name`]).
     pub isa: &'static str,
 }
 
@@ -184,7 +289,8 @@ pub struct NodeProfile {
     pub share_pct: f64,
     /// `2 * macs / median`; `None` for nodes without MACs.
     pub gflops: Option<f64>,
-    /// `gflops` as a percentage of the peak; `None` for nodes without MACs.
+    /// `gflops` as a percentage of the report's `peak_gflops` (the 256-bit FMA peak unless
+    /// another is given); `None` for nodes without MACs or without a peak.
     pub peak_pct: Option<f64>,
 }
 
@@ -194,7 +300,7 @@ pub struct Report {
     /// The network with its hyperparameters, as `netc stats` names it.
     pub net: String,
     pub batch: usize,
-    /// The matrix multiply's instruction set: `avx2` or `baseline`.
+    /// The instruction set that runs: `avx512`, `avx2` or `baseline`.
     pub isa: String,
     pub threads: usize,
     pub runs: usize,
@@ -211,7 +317,16 @@ pub struct Report {
     pub latency: Summary,
     /// `2 * macs / median`.
     pub gflops: f64,
-    pub peak_gflops: f64,
+    /// The FMA peaks measured on this machine, when profiling or asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peaks: Option<Peaks>,
+    /// The peak per-node throughput is compared against (`peak_pct`): the measured 256-bit one
+    /// (see [`Peaks::reference`]) or the one given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_gflops: Option<f64>,
+    /// Where `peak_gflops` comes from: `"f32x8"` or `"f32x4"` (measured), or `"given"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_source: Option<String>,
     /// Per step in execution order, with `--profile`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nodes: Option<Vec<NodeProfile>>,
@@ -261,8 +376,14 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
     }
     let latency = summarize(&times);
     let macs = cost::totals(graph).macs;
+    let peaks = (config.measure_peak || (config.profile && config.peak_gflops.is_none())).then(measure_peaks);
+    let (peak_source, peak_gflops) = match (config.peak_gflops, peaks.and_then(|p| p.reference())) {
+        (Some(given), _) => (Some("given".to_string()), Some(given)),
+        (None, Some((width, peak))) => (Some(width.to_string()), Some(peak)),
+        (None, None) => (None, None),
+    };
     let (nodes, profile_total_ms) = if config.profile {
-        let (nodes, total) = profile(p, &x, runs, config.peak_gflops)?;
+        let (nodes, total) = profile(p, &x, runs, peak_gflops)?;
         (Some(nodes), Some(total))
     } else {
         (None, None)
@@ -284,7 +405,9 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
         macs,
         latency,
         gflops: gflops(macs, latency.median_ms / 1e3),
-        peak_gflops: config.peak_gflops,
+        peaks,
+        peak_gflops,
+        peak_source,
         nodes,
         profile_total_ms,
         peak_rss_bytes: peak_rss_bytes(),
@@ -293,7 +416,12 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
 
 /// Profiles every step `runs` times; returns the steps in execution order and the sum of their
 /// medians in milliseconds.
-fn profile(p: &mut Prepared, x: &super::Tensor, runs: usize, peak: f64) -> Result<(Vec<NodeProfile>, f64), Diagnostic> {
+fn profile(
+    p: &mut Prepared,
+    x: &super::Tensor,
+    runs: usize,
+    peak: Option<f64>,
+) -> Result<(Vec<NodeProfile>, f64), Diagnostic> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(runs); p.exe.steps().len()];
     // One untimed pass so the first sample does not pay for cold caches alone.
     p.exe.profile(x)?;
@@ -333,7 +461,7 @@ fn profile(p: &mut Prepared, x: &super::Tensor, runs: usize, peak: f64) -> Resul
                 median_ms: secs * 1e3,
                 share_pct: if total > 0.0 { 100.0 * secs / total } else { 0.0 },
                 gflops: g,
-                peak_pct: g.map(|g| 100.0 * g / peak),
+                peak_pct: g.zip(peak).map(|(g, peak)| 100.0 * g / peak),
             }
         })
         .collect();

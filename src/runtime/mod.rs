@@ -4,6 +4,7 @@
 //! - `weights.rs` the named tensors of every node, seeded initialization, safetensors files;
 //! - `input.rs` images, `.npy` files, random inputs, top-K;
 //! - `reference.rs` the slow, obviously correct interpreter that is the numerics oracle;
+//! - `executor.rs` runs the generated kernels over the arena; `pool.rs` its worker threads;
 //! - `bench.rs` compile time, latency statistics and per-node profiles of the generated code;
 //! - `errors.rs` the diagnostics of all of the above.
 
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod errors;
 pub mod executor;
 pub mod input;
+pub mod pool;
 pub mod reference;
 pub mod tensor;
 pub mod weights;
