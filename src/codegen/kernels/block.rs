@@ -28,7 +28,8 @@
 //! operations whatever the split. The stages' generated code is emitted with the arena pointer
 //! moved to the item's region.
 //!
-//! `P` is the largest band (up to [`MAX_BAND`]) whose region fits [`SLOT_BYTES`]; `slots` is at
+//! `P` (up to [`MAX_BAND`]) is the band of least estimated cost whose region fits the block's
+//! budget (between [`MIN_SLOT_BYTES`] and [`MAX_SLOT_BYTES`], see [`LIVE_BYTES`]); `slots` is at
 //! most [`SLOTS`]. The scratch buffer (`slots` regions) is what the memory planner reserves for
 //! the node while it runs.
 
@@ -50,10 +51,16 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 
 /// Scratch regions of a block: the most threads that share its work.
 pub const SLOTS: usize = 2;
-/// The largest scratch region a band size is chosen for (it stays in L2).
-pub const SLOT_BYTES: usize = 128 << 10;
+/// The smallest budget of a scratch region a band size is chosen for.
+pub const MIN_SLOT_BYTES: usize = 128 << 10;
+/// The largest budget of a scratch region (two of them stay in a 1 MiB L2).
+pub const MAX_SLOT_BYTES: usize = 384 << 10;
+/// A block's scratch grows past [`MIN_SLOT_BYTES`] only while its input, its output and its
+/// scratch together stay within this many bytes, so the blocks that hold a network's peak keep
+/// small regions and the others get bands tall enough to amortize the carried rows.
+pub const LIVE_BYTES: usize = 5 << 19;
 /// The most output rows of a band.
-pub const MAX_BAND: usize = 8;
+pub const MAX_BAND: usize = 16;
 
 /// Region offsets are multiples of this many f32 (64 bytes).
 const ALIGN: usize = 16;
@@ -113,9 +120,11 @@ impl Geometry {
             band: 1,
             slots: 1,
         };
+        let tensors = (g.n * g.h_in * g.w_in * g.c_in + g.n * h_out * w_out * g.c_out) * 4;
+        let budget = (LIVE_BYTES.saturating_sub(tensors) / SLOTS).clamp(MIN_SLOT_BYTES, MAX_SLOT_BYTES);
         g.band = (1..=MAX_BAND.min(h_out))
-            .rev()
-            .find(|&p| Geometry { band: p, ..g }.slot_len() * 4 <= SLOT_BYTES)
+            .filter(|&p| p == 1 || Geometry { band: p, ..g }.slot_len() * 4 <= budget)
+            .min_by_key(|&p| (Geometry { band: p, ..g }.cost(), std::cmp::Reverse(p)))
             .unwrap_or(1);
         g.slots = SLOTS.min(g.bands());
         g
@@ -123,6 +132,16 @@ impl Geometry {
 
     fn bands(&self) -> usize {
         self.h_out.div_ceil(self.band)
+    }
+
+    /// The estimated cost of this band height, in units of half an expanded row: every band
+    /// expands its new rows, copies the carried ones, and pays about one row of fixed costs (the
+    /// stages' calls, the row copies' loops, the matrix multiply's edge tiles). The busiest item
+    /// (the time on two threads) counts twice, all items (the time on one) once.
+    fn cost(&self) -> usize {
+        let band = 2 * self.band * self.stride + self.carry() + 2;
+        let bands = self.bands();
+        (2 * bands.div_ceil(SLOTS) + bands) * band
     }
 
     /// Expanded rows a band reads (`L`).
