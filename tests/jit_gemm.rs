@@ -574,6 +574,31 @@ fn many_irregular_output_panels() {
     }
 }
 
+/// Row counts that the wide tiles share out between tiles of different heights (49 rows: 10, 10,
+/// 10, 10, 9 at 12 rows a tile; 13: 7, 6), with contiguous and table-read inputs, one and two
+/// weight vectors per row: every split of the items gives the same bits as one call.
+#[test]
+fn rows_shared_out_between_tiles() {
+    let mut rng = Rng(21);
+    for m in [13, 25, 37, 49, 61] {
+        for (in_kind, n) in [(0, 20), (3, 40), (0, 9), (3, 16)] {
+            check(&Case {
+                m,
+                k: 24,
+                n,
+                groups: 1,
+                input: layout(in_kind, 24, 1, &mut rng),
+                out: layout(0, n, 1, &mut rng),
+                shared_io: false,
+                residual: Residual::InPlace,
+                bias: true,
+                post: false,
+                act: Some(Activation::Relu),
+            });
+        }
+    }
+}
+
 fn act_strategy() -> impl Strategy<Value = Option<Activation>> {
     (0usize..4).prop_map(|i| ACTS[i])
 }

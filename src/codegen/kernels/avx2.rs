@@ -10,9 +10,9 @@
 //! out[r][c] = act(acc) * scale[c] + shift[c]
 //! ```
 //!
-//! in tiles of 6 rows x 16 columns (12 ymm accumulators, two weight vectors and one broadcast),
-//! then one tile of the remaining 1-5 rows. The epilogue (bias, residual, activation, affine)
-//! runs on the accumulators while they are in registers.
+//! in tiles of at most 6 rows x 16 columns (12 ymm accumulators, two weight vectors and one
+//! broadcast), the rows shared out evenly between as few tiles as possible. The epilogue (bias,
+//! residual, activation, affine) runs on the accumulators while they are in registers.
 //!
 //! # Calling convention
 //!
@@ -169,8 +169,10 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     }
 }
 
-/// All rows of the call: full tiles of [`MR`] rows, then one of the rest. `TABLE`: the input
-/// offsets come from `a_offsets`.
+/// All rows of the call, in as few tiles of at most [`MR`] rows as possible, of heights that
+/// differ by at most one (a tile of one or two rows waits on the latency of its few FMA chains).
+/// `TABLE`: the input offsets come from `a_offsets`. Every element is computed by the same
+/// operations whatever the height of its tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -183,24 +185,31 @@ unsafe fn rows_of<const TABLE: bool>(
     rows: i64,
     ep: &mut Epilogue,
 ) {
-    let mut a = a;
-    let mut left = rows;
-    while left >= MR as i64 {
-        tile::<MR, TABLE>(a, a_stride, a_offsets, panel, k, ep);
-        a = a.wrapping_offset(a_stride.wrapping_mul(MR as isize));
-        ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(MR as isize));
-        if !ep.res.is_null() {
-            ep.res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(MR as isize));
-        }
-        left -= MR as i64;
+    let rows = rows.max(0) as usize;
+    let tiles = rows.div_ceil(MR);
+    if tiles == 0 {
+        return;
     }
-    match left {
-        1 => tile::<1, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-        2 => tile::<2, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-        3 => tile::<3, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-        4 => tile::<4, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-        5 => tile::<5, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-        _ => {}
+    // The first `rows % tiles` tiles have one row more than the others.
+    let (short, taller) = (rows / tiles, rows % tiles);
+    let mut a = a;
+    for i in 0..tiles {
+        let height = short + usize::from(i < taller);
+        match height {
+            1 => tile::<1, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            2 => tile::<2, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            3 => tile::<3, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            4 => tile::<4, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            5 => tile::<5, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            6 => tile::<6, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            _ => {}
+        }
+        let step = height as isize;
+        a = a.wrapping_offset(a_stride.wrapping_mul(step));
+        ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(step));
+        if !ep.res.is_null() {
+            ep.res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(step));
+        }
     }
 }
 

@@ -10,11 +10,11 @@
 //! out[r][ooff(c)] = act(acc) * scale[c] + shift[c]
 //! ```
 //!
-//! in tiles of [`MR`] (12) rows x 32 columns (24 zmm accumulators, two weight vectors, one
-//! broadcast), then one tile of the remaining rows; tiles that read their input through an offset
-//! table are 6 rows tall. A panel of at most 16 valid columns is packed 16 floats wide and
-//! computed with one zmm per row. The epilogue (bias, residual, activation,
-//! affine) runs on the accumulators while they are in registers.
+//! in tiles of at most [`MR`] (12) rows x 32 columns (24 zmm accumulators, two weight vectors,
+//! one broadcast), the rows shared out evenly between as few tiles as possible; tiles that read
+//! their input through an offset table are at most 6 rows tall. A panel of at most 16 valid
+//! columns is packed 16 floats wide and computed with one zmm per row. The epilogue (bias,
+//! residual, activation, affine) runs on the accumulators while they are in registers.
 //!
 //! # Calling convention
 //!
@@ -196,8 +196,11 @@ pub unsafe extern "C" fn gemm_avx512_12x32(
     }
 }
 
-/// All rows of the call: full tiles of `T` rows, then one of the rest. `V` zmm per row;
-/// `TABLE`: the input offsets come from `a_offsets`.
+/// All rows of the call, in as few tiles of at most `T` rows as possible, of heights that differ
+/// by at most one (49 rows of a 7x7 layer: 10, 10, 10, 10, 9 rather than 12, 12, 12, 12, 1: a
+/// tile of one to three rows waits on the latency of its few FMA chains). `V` zmm per row;
+/// `TABLE`: the input offsets come from `a_offsets`. Every element is computed by the same
+/// operations whatever the height of its tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
@@ -211,31 +214,38 @@ unsafe fn rows_of<const V: usize, const TABLE: bool, const T: usize>(
     rows: i64,
     ep: &mut Epilogue,
 ) {
-    let mut a = a;
-    let mut left = rows;
-    while left >= T as i64 {
-        tile::<T, V, TABLE>(a, a_stride, a_offsets, panel, k, ep);
-        a = a.wrapping_offset(a_stride.wrapping_mul(T as isize));
-        ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(T as isize));
-        if !ep.res.is_null() {
-            ep.res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(T as isize));
-        }
-        left -= T as i64;
+    let rows = rows.max(0) as usize;
+    let tiles = rows.div_ceil(T);
+    if tiles == 0 {
+        return;
     }
-    let t = (a, a_stride, a_offsets, panel, k);
-    match left {
-        1 => tile::<1, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        2 => tile::<2, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        3 => tile::<3, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        4 => tile::<4, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        5 => tile::<5, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        6 => tile::<6, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        7 => tile::<7, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        8 => tile::<8, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        9 => tile::<9, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        10 => tile::<10, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        11 => tile::<11, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
-        _ => {}
+    // The first `rows % tiles` tiles have one row more than the others.
+    let (short, taller) = (rows / tiles, rows % tiles);
+    let mut a = a;
+    for i in 0..tiles {
+        let height = short + usize::from(i < taller);
+        let t = (a, a_stride, a_offsets, panel, k);
+        match height {
+            1 => tile::<1, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            2 => tile::<2, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            3 => tile::<3, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            4 => tile::<4, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            5 => tile::<5, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            6 => tile::<6, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            7 => tile::<7, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            8 => tile::<8, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            9 => tile::<9, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            10 => tile::<10, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            11 => tile::<11, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            12 => tile::<12, V, TABLE>(t.0, t.1, t.2, t.3, t.4, ep),
+            _ => {}
+        }
+        let step = height as isize;
+        a = a.wrapping_offset(a_stride.wrapping_mul(step));
+        ep.out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(step));
+        if !ep.res.is_null() {
+            ep.res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(step));
+        }
     }
 }
 
