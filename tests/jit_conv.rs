@@ -799,3 +799,114 @@ fn pools_on_channel_slices() {
         );
     }
 }
+
+/// One windowed pooling layer: maps wide enough for the interior column loop, rectangular
+/// windows, per-side padding, ceil mode and both average-pooling divisors.
+#[derive(Clone, Debug)]
+struct PoolLayer {
+    max: bool,
+    c: usize,
+    h: usize,
+    w: usize,
+    kernel: (usize, usize),
+    stride: (usize, usize),
+    pad: Padding,
+    ceil: bool,
+    include_pad: bool,
+    batch: usize,
+}
+
+fn pool_layer() -> impl Strategy<Value = PoolLayer> {
+    (
+        any::<bool>(),
+        prop_oneof![Just(1usize), Just(5), Just(8), Just(19)],
+        (1usize..14, 1usize..30),
+        (1usize..5, 1usize..5),
+        (1usize..4, 1usize..4),
+        padding(),
+        (any::<bool>(), any::<bool>()),
+        1usize..3,
+    )
+        .prop_map(
+            |(max, c, (h, w), kernel, stride, pad, (ceil, include_pad), batch)| PoolLayer {
+                max,
+                c,
+                h,
+                w,
+                kernel,
+                stride,
+                pad,
+                ceil,
+                include_pad,
+                batch,
+            },
+        )
+}
+
+impl PoolLayer {
+    /// The one-layer net, as a [`Layer`]'s source is checked.
+    fn source(&self) -> String {
+        let mut layer = format!(
+            "{}([{}, {}], stride = [{}, {}], pad = {}, ceil = {}",
+            if self.max { "maxpool" } else { "avgpool" },
+            self.kernel.0,
+            self.kernel.1,
+            self.stride.0,
+            self.stride.1,
+            self.pad.source(),
+            self.ceil
+        );
+        if !self.max {
+            layer += &format!(", include_pad = {}", self.include_pad);
+        }
+        format!(
+            "net t() {{\n    input x: [{}, {}, {}]\n    return x |> {layer}) as p\n}}\n",
+            self.c, self.h, self.w
+        )
+    }
+}
+
+/// Compiles the one-layer pooling net (skipping configurations the shape rules reject) and
+/// compares it, on one and two threads and at every instruction set, with the reference.
+fn check_pool(l: &PoolLayer) -> Result<(), TestCaseError> {
+    let options = netc::Options {
+        overrides: Default::default(),
+        batch: l.batch,
+    };
+    let src = l.source();
+    let Ok(c) = netc::compile_source("t.net", &src, None, &options, None) else {
+        return Ok(());
+    };
+    let w = c.init_weights(3);
+    let x = input::random(c.input_shape(), 7);
+    let expected = c.run_reference(&w, &x).unwrap();
+    for isa in netc::codegen::Isa::testable() {
+        let mut exe = c
+            .compile_jit(&w, &netc::codegen::Options { keep_clif: false, isa })
+            .unwrap();
+        let one = exe.run(&x, 1).unwrap();
+        for (e, f) in expected.iter().zip(&one) {
+            prop_assert_eq!(&e.shape, &f.shape);
+            let scale = e.max_abs().max(1.0);
+            let err = e
+                .data
+                .iter()
+                .zip(&f.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            prop_assert!(err / scale <= TOLERANCE, "max error {} at {:?} for\n{}", err, isa, src);
+        }
+        let two = exe.run(&x, 2).unwrap();
+        prop_assert_eq!(one, two, "1 and 2 threads differ at {:?} for\n{}", isa, src);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn windowed_pool_matches_reference(l in pool_layer()) {
+        check_pool(&l)?;
+    }
+}

@@ -36,11 +36,12 @@
 //! the layers measure 16-40.
 //!
 //! Interior tiles, whose windows lie inside the input, run in a loop without bounds checks; the
-//! border columns, known at compile time, are unrolled with only their in-bounds taps. Likewise the
-//! output rows whose window lies inside the input share one path, and each border row (the first
-//! and last row for a 3x3 window with padding 1) has its own code without the taps in the
-//! padding. With more than `MAX_BORDER_ROWS` border rows, those share one path where the kernel
-//! rows outside the input point at a zero row in the weights buffer, chosen with a `select`.
+//! border columns, known at compile time, are unrolled with only their in-bounds taps. Every output
+//! row runs the same code: when some window reaches into the vertical padding, the kernel rows
+//! outside the input point at a zero row in the weights buffer, chosen with a `select` per row.
+//! The border rows then multiply zeros (for a 3x3 window with padding 1, a third of the work of
+//! two rows), which costs less than the compile time of giving each border row its own copy of
+//! the row's code.
 //!
 //! Weights are packed `[kh][kw][C rounded up to 4]`, zero padded; the bias `[C rounded up to 4]`;
 //! the post affine `[scale; C rounded up][shift; C rounded up]`.
@@ -49,14 +50,13 @@
 //! with the vectorized dense convolution in `direct.rs`.
 
 use super::window::{
-    at, barrier, finish, if_else, interior, mem, opaque_false, pack_post, pin, pixel_row, row_pointers, zero_of,
-    Epilogue,
+    at, barrier, finish, interior, mem, opaque_false, pack_post, pin, pixel_row, row_pointers, zero_of, Epilogue,
 };
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
 use crate::ir::op::{Conv, Hw, Pad};
-use cranelift_codegen::ir::{condcodes::IntCC, types::Type, InstBuilder, Value};
+use cranelift_codegen::ir::{types::Type, InstBuilder, Value};
 use cranelift_frontend::Variable;
 
 pub struct Depthwise {
@@ -73,7 +73,7 @@ pub struct Depthwise {
     /// Packed post affine `[scale; cp][shift; cp]`.
     post: Option<usize>,
     /// A zero row of `input.w * input.stride` elements (at least `cp`), read by the kernel rows
-    /// in the padding when there are too many border rows to give each its own code.
+    /// in the padding; `None` when every window lies inside the input vertically.
     zero: Option<usize>,
     epilogue: Epilogue,
 }
@@ -83,10 +83,6 @@ pub struct Depthwise {
 /// compare and branch per 2-4 fmas, and much longer steps let the mid-end group the fmas by
 /// accumulator into long dependent chains (both measured 10-35% slower).
 const TAPS_PER_STEP: i64 = 3;
-
-/// Border rows (output rows whose window reaches into the vertical padding) above which they
-/// share one path that reads a zero row, instead of each getting code without the padded taps.
-const MAX_BORDER_ROWS: usize = 4;
 
 /// Channels rounded up to whole vectors.
 fn padded(c: usize) -> usize {
@@ -145,31 +141,19 @@ impl Depthwise {
             zero: None,
             epilogue,
         };
-        if k.vertical().2.len() > MAX_BORDER_ROWS {
+        if k.border_rows() {
             k.zero = Some(pack.push(&vec![0.0; (input.w * input.stride).max(cp)]));
         }
         k
     }
 
-    /// The output rows `lo..hi` whose window lies inside the input, and the other rows with the
-    /// kernel rows that lie inside the input for each.
-    fn vertical(&self) -> (i64, i64, Vec<(i64, Vec<bool>)>) {
-        let (kh, ih) = (self.kernel.0, self.input.h as i64);
-        let valid = |y: usize| -> Vec<bool> {
-            (0..kh)
-                .map(|i| (0..ih).contains(&((y * self.stride.0 + i * self.dilation.0) as i64 - self.pad.top as i64)))
-                .collect()
-        };
-        let inside: Vec<usize> = (0..self.out.h).filter(|&y| valid(y).iter().all(|&v| v)).collect();
-        let (lo, hi) = match (inside.first(), inside.last()) {
-            (Some(&a), Some(&b)) => (a as i64, b as i64 + 1),
-            _ => (0, 0),
-        };
-        let border = (0..self.out.h as i64)
-            .filter(|y| !(lo..hi).contains(y))
-            .map(|y| (y, valid(y as usize)))
-            .collect();
-        (lo, hi, border)
+    /// Whether the window of some output row reaches into the vertical padding.
+    fn border_rows(&self) -> bool {
+        let ih = self.input.h as i64;
+        (0..self.out.h).any(|y| {
+            (0..self.kernel.0)
+                .any(|i| !(0..ih).contains(&((y * self.stride.0 + i * self.dilation.0) as i64 - self.pad.top as i64)))
+        })
     }
 
     /// Output pixels of a tile.
@@ -216,45 +200,11 @@ impl Kernel for Depthwise {
         let start = ((x0 + u - 1) / u * u).min(x1);
         let loop_end = start + (x1 - start) / u * u;
         let oh = self.out.h as i64;
-        let (lo, hi, border) = self.vertical();
         e.for_range(begin, end, 1, |e, item| {
             let n = e.b.ins().sdiv_imm_s(item, oh);
             let y = e.b.ins().srem_imm_s(item, oh);
-            let columns = (start, loop_end);
-            // Rows whose window lies inside the input; then each border row with only its
-            // in-bounds kernel rows, or (many border rows) one path reading a zero row instead.
-            let rest = |e: &mut Emit| match self.zero {
-                None => {
-                    for &(b, ref valid) in &border {
-                        let is_b = e.b.ins().icmp_imm_s(IntCC::Equal, y, b);
-                        e.if_then(is_b, |e| {
-                            let yb = e.int(b);
-                            let row = self.row(e, never, item, n, yb, Some(valid));
-                            self.sweep(e, &row, columns);
-                        });
-                    }
-                }
-                Some(_) => {
-                    let row = self.row(e, never, item, n, y, None);
-                    self.sweep(e, &row, columns);
-                }
-            };
-            if hi > lo {
-                let shifted = e.b.ins().iadd_imm_s(y, -lo);
-                let inside = e.in_bounds(shifted, hi - lo);
-                if_else(
-                    e,
-                    inside,
-                    |e| {
-                        let all = vec![true; self.kernel.0];
-                        let row = self.row(e, never, item, n, y, Some(&all));
-                        self.sweep(e, &row, columns);
-                    },
-                    rest,
-                );
-            } else {
-                rest(e);
-            }
+            let row = self.row(e, never, item, n, y);
+            self.sweep(e, &row, (start, loop_end));
         });
     }
 }
@@ -263,7 +213,7 @@ impl Kernel for Depthwise {
 struct Row {
     never: Value,
     /// Input pixel `(n, iy_i, 0)` (or the zero row) for each kernel row `i` that is computed.
-    rows: Vec<Option<Value>>,
+    rows: Vec<Value>,
     /// Output pixel `(n, y, 0)`.
     out: Value,
     residual: Option<Value>,
@@ -275,33 +225,30 @@ type Shift = (Value, Value, Option<Value>);
 /// The addresses of a tile, before the channel offset: with a shift they point at the loop's
 /// column and the tile's columns are relative to it.
 struct Tile {
-    rows: Vec<Option<Value>>,
+    rows: Vec<Value>,
     out: Value,
     residual: Option<Value>,
 }
 
 impl Depthwise {
-    /// The addresses of output row `(n, y)` (item `item`). With `valid`, kernel row `i` is
-    /// computed only if `valid[i]`, and those rows must lie inside the input; without it every
-    /// kernel row is computed, rows outside the input reading the zero row.
-    fn row(&self, e: &mut Emit, never: Value, item: Value, n: Value, y: Value, valid: Option<&[bool]>) -> Row {
+    /// The addresses of output row `(n, y)` (item `item`): every kernel row is computed, rows
+    /// outside the input reading the zero row.
+    fn row(&self, e: &mut Emit, never: Value, item: Value, n: Value, y: Value) -> Row {
         let kh = self.kernel.0;
-        let rows: Vec<Option<Value>> = match (valid, self.zero) {
-            (Some(valid), _) => {
+        let rows: Vec<Value> = match self.zero {
+            None => {
                 let first = e.b.ins().imul_imm_s(n, self.input.h as i64);
                 let sy = e.b.ins().imul_imm_s(y, self.stride.0 as i64);
                 let top = e.b.ins().iadd(first, sy);
                 (0..kh)
                     .map(|i| {
-                        valid[i].then(|| {
-                            let off = (i * self.dilation.0) as i64 - self.pad.top as i64;
-                            let r = e.b.ins().iadd_imm_s(top, off);
-                            pixel_row(e, &self.input, r)
-                        })
+                        let off = (i * self.dilation.0) as i64 - self.pad.top as i64;
+                        let r = e.b.ins().iadd_imm_s(top, off);
+                        pixel_row(e, &self.input, r)
                     })
                     .collect()
             }
-            (None, Some(zero)) => row_pointers(
+            Some(zero) => row_pointers(
                 e,
                 &self.input,
                 n,
@@ -311,17 +258,13 @@ impl Depthwise {
                 self.dilation.0,
                 self.pad.top,
                 zero,
-            )
-            .into_iter()
-            .map(Some)
-            .collect(),
-            (None, None) => unreachable!("rows in the padding read the zero row"),
+            ),
         };
-        let mut all: Vec<Value> = rows.iter().flatten().copied().collect();
+        let mut all = rows;
         all.push(pixel_row(e, &self.out, item));
         all.extend(self.epilogue.residual.map(|r| pixel_row(e, &r, item)));
         let mut pinned = pin(e, never, &all).into_iter();
-        let rows = rows.iter().map(|r| r.and_then(|_| pinned.next())).collect();
+        let rows = (0..kh).map(|_| pinned.next().expect("a kernel row")).collect();
         Row {
             never,
             rows,
@@ -364,7 +307,7 @@ impl Depthwise {
     fn tile(&self, e: &mut Emit, row: &Row, shift: Option<Shift>, xs: &[i64]) {
         let t = match shift {
             Some((si, so, sr)) => Tile {
-                rows: row.rows.iter().map(|r| r.map(|r| e.b.ins().iadd(r, si))).collect(),
+                rows: row.rows.iter().map(|&r| e.b.ins().iadd(r, si)).collect(),
                 out: e.b.ins().iadd(row.out, so),
                 residual: row.residual.zip(sr).map(|(r, sr)| e.b.ins().iadd(r, sr)),
             },
@@ -401,7 +344,7 @@ impl Depthwise {
         // The packed weights with this group's channel offset.
         let wb = e.b.ins().iadd(e.weights, cb);
         let (ww, wo) = at(e, wb, self.weights as i64 * 4);
-        let rows: Vec<Option<Value>> = t.rows.iter().map(|r| r.map(|r| e.b.ins().iadd(r, cb))).collect();
+        let rows: Vec<Value> = t.rows.iter().map(|&r| e.b.ins().iadd(r, cb)).collect();
         let bias = match self.bias {
             Some(b) => {
                 let (a, off) = at(e, wb, b as i64 * 4);
@@ -420,9 +363,7 @@ impl Depthwise {
         let vars: Vec<(Variable, Type)> = accs.iter().map(|&a| (a, ty)).collect();
         let mut emitted = 0;
         for i in 0..kh {
-            let Some(row) = rows[i as usize] else {
-                continue;
-            };
+            let row = rows[i as usize];
             for j in 0..kw {
                 let tap = i * kw + j;
                 let cols: Vec<(usize, i64)> = xs

@@ -15,6 +15,7 @@
 //! slices of wider buffers (`stride > c`): only their `c` channels are read and written.
 
 use super::eltwise::{for_channels, pixel_base};
+use super::window::interior;
 use super::Kernel;
 use crate::codegen::emit::{Emit, F32X4};
 use crate::codegen::layout::Buf;
@@ -68,73 +69,99 @@ impl Kernel for Windowed {
     }
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         let p = &self.pool;
-        let (oh, ow) = (self.out.h as i64, self.out.w as i64);
-        // Divisors per output position, as a table in code: one constant per (y, x) is too much
-        // code for large maps, so average pooling reads them from a small computed row instead
-        // when padding makes them vary; they only vary at the borders.
+        let oh = self.out.h as i64;
+        let (x0, x1) = interior(self.out.w, self.input.w, p.kernel.1, p.stride.1, 1, p.pad.left);
         e.for_range(begin, end, 1, |e, item| {
             let n = e.b.ins().sdiv_imm_s(item, oh);
             let y = e.b.ins().srem_imm_s(item, oh);
-            for x in 0..ow as usize {
-                let out_pixel = {
-                    let row = e.b.ins().imul_imm_s(item, ow);
-                    e.b.ins().iadd_imm_s(row, x as i64)
-                };
-                let dst = pixel_base(e, &self.out, out_pixel);
-                let x0 = (x * p.stride.1) as i64 - p.pad.left as i64;
-                let cols: Vec<i64> = (0..p.kernel.1 as i64)
-                    .map(|j| x0 + j)
-                    .filter(|c| *c >= 0 && *c < self.input.w as i64)
+            let row = Row { item, n, y };
+            // Border columns, known at compile time, with only their in-bounds taps.
+            for x in (0..x0).chain(x1..self.out.w as i64) {
+                let left = x * p.stride.1 as i64 - p.pad.left as i64;
+                let taps: Vec<i64> = (0..p.kernel.1 as i64)
+                    .filter(|j| (0..self.input.w as i64).contains(&(left + j)))
                     .collect();
-                for_channels(e, self.out.c, |e, c, ty| {
-                    let init = match (p.kind, ty == F32X4) {
-                        (PoolKind::Max, true) => e.splat(f32::NEG_INFINITY),
-                        (PoolKind::Max, false) => e.f32(f32::NEG_INFINITY),
-                        (PoolKind::Avg, true) => e.splat(0.0),
-                        (PoolKind::Avg, false) => e.f32(0.0),
-                    };
-                    let acc = e.b.declare_var(ty);
-                    e.b.def_var(acc, init);
-                    for i in 0..p.kernel.0 as i64 {
-                        let sy = e.b.ins().imul_imm_s(y, p.stride.0 as i64);
-                        let iy = e.b.ins().iadd_imm_s(sy, i - p.pad.top as i64);
-                        let inside = e.in_bounds(iy, self.input.h as i64);
-                        e.if_then(inside, |e| {
-                            let rows = e.b.ins().imul_imm_s(n, self.input.h as i64);
-                            let row = e.b.ins().iadd(rows, iy);
-                            let first = e.b.ins().imul_imm_s(row, self.input.w as i64);
-                            for &col in &cols {
-                                let pixel = e.b.ins().iadd_imm_s(first, col);
-                                let base = pixel_base(e, &self.input, pixel);
-                                let at = e.b.ins().iadd(base, c);
-                                let arena = e.arena;
-                                let v = e.load(ty, arena, at, 0);
-                                let a = e.b.use_var(acc);
-                                let r = match p.kind {
-                                    PoolKind::Max => e.max(v, a),
-                                    PoolKind::Avg => e.b.ins().fadd(a, v),
-                                };
-                                e.b.def_var(acc, r);
-                            }
-                        });
-                    }
-                    let mut r = e.b.use_var(acc);
-                    if p.kind == PoolKind::Avg {
-                        // The divisor depends on y only through the borders; compute it per row.
-                        let inv = self.row_inverse(e, y, x, ty);
-                        r = e.b.ins().fmul(r, inv);
-                    }
-                    let r = e.activate(r, self.act);
-                    let at = e.b.ins().iadd(dst, c);
-                    let arena = e.arena;
-                    e.store(r, arena, at, 0);
-                });
+                let xv = e.int(x);
+                self.column(e, &row, xv, x as usize, &taps);
+            }
+            // Interior columns, whose windows lie inside the input horizontally, in one loop:
+            // they share the divisor's horizontal extent, so `x0` stands for all of them.
+            if x0 < x1 {
+                let taps: Vec<i64> = (0..p.kernel.1 as i64).collect();
+                let (s, t) = (e.int(x0), e.int(x1));
+                e.for_range(s, t, 1, |e, x| self.column(e, &row, x, x0 as usize, &taps));
             }
         });
     }
 }
 
+/// The output row a windowed pooling item computes: item `n * oh + y`.
+struct Row {
+    item: Value,
+    n: Value,
+    y: Value,
+}
+
 impl Windowed {
+    /// Pools output pixel `(row, x)` over the window columns `x * stride - pad_left + j` for `j`
+    /// in `taps` (which must lie inside the input); `divisor_x` is a compile-time column with the
+    /// same average-pooling divisors as `x`.
+    fn column(&self, e: &mut Emit, row: &Row, x: Value, divisor_x: usize, taps: &[i64]) {
+        let p = &self.pool;
+        let ow = self.out.w as i64;
+        let out_pixel = {
+            let first = e.b.ins().imul_imm_s(row.item, ow);
+            e.b.ins().iadd(first, x)
+        };
+        let dst = pixel_base(e, &self.out, out_pixel);
+        let sx = e.b.ins().imul_imm_s(x, p.stride.1 as i64);
+        let left = e.b.ins().iadd_imm_s(sx, -(p.pad.left as i64));
+        for_channels(e, self.out.c, |e, c, ty| {
+            let init = match (p.kind, ty == F32X4) {
+                (PoolKind::Max, true) => e.splat(f32::NEG_INFINITY),
+                (PoolKind::Max, false) => e.f32(f32::NEG_INFINITY),
+                (PoolKind::Avg, true) => e.splat(0.0),
+                (PoolKind::Avg, false) => e.f32(0.0),
+            };
+            let acc = e.b.declare_var(ty);
+            e.b.def_var(acc, init);
+            for i in 0..p.kernel.0 as i64 {
+                let sy = e.b.ins().imul_imm_s(row.y, p.stride.0 as i64);
+                let iy = e.b.ins().iadd_imm_s(sy, i - p.pad.top as i64);
+                let inside = e.in_bounds(iy, self.input.h as i64);
+                e.if_then(inside, |e| {
+                    let rows = e.b.ins().imul_imm_s(row.n, self.input.h as i64);
+                    let r = e.b.ins().iadd(rows, iy);
+                    let first = e.b.ins().imul_imm_s(r, self.input.w as i64);
+                    let at_left = e.b.ins().iadd(first, left);
+                    for &j in taps {
+                        let pixel = e.b.ins().iadd_imm_s(at_left, j);
+                        let base = pixel_base(e, &self.input, pixel);
+                        let at = e.b.ins().iadd(base, c);
+                        let arena = e.arena;
+                        let v = e.load(ty, arena, at, 0);
+                        let a = e.b.use_var(acc);
+                        let r = match p.kind {
+                            PoolKind::Max => e.max(v, a),
+                            PoolKind::Avg => e.b.ins().fadd(a, v),
+                        };
+                        e.b.def_var(acc, r);
+                    }
+                });
+            }
+            let mut r = e.b.use_var(acc);
+            if p.kind == PoolKind::Avg {
+                // The divisor depends on y only through the borders; compute it per row.
+                let inv = self.row_inverse(e, row.y, divisor_x, ty);
+                r = e.b.ins().fmul(r, inv);
+            }
+            let r = e.activate(r, self.act);
+            let at = e.b.ins().iadd(dst, c);
+            let arena = e.arena;
+            e.store(r, arena, at, 0);
+        });
+    }
+
     /// `1 / divisor(y, x)` for a run-time `y` and a compile-time `x`: a select chain over the
     /// rows whose divisor differs from the interior's.
     fn row_inverse(&self, e: &mut Emit, y: Value, x: usize, ty: cranelift_codegen::ir::Type) -> Value {
