@@ -119,38 +119,49 @@ impl Layer {
 /// Compiles the one-layer net (skipping configurations the shape rules reject) and compares the
 /// generated code, on one and two threads, with the reference interpreter.
 fn check(l: &Layer) -> Result<(), TestCaseError> {
+    compare_with_reference(&l.source(), l.batch, &[netc::codegen::Isa::Native])
+}
+
+/// Compiles a one-layer net `src` at `batch` (skipping configurations the shape rules reject) and,
+/// at each of `isas`, compares the generated code with the reference interpreter within
+/// `TOLERANCE` and checks that one and two threads give the same bits.
+fn compare_with_reference(src: &str, batch: usize, isas: &[netc::codegen::Isa]) -> Result<(), TestCaseError> {
     let options = netc::Options {
         overrides: Default::default(),
-        batch: l.batch,
+        batch,
     };
-    let src = l.source();
-    let Ok(c) = netc::compile_source("t.net", &src, None, &options, None) else {
+    let Ok(c) = netc::compile_source("t.net", src, None, &options, None) else {
         return Ok(());
     };
     let w = c.init_weights(3);
     let x = input::random(c.input_shape(), 7);
     let expected = c.run_reference(&w, &x).unwrap();
-    let mut exe = c.compile_jit(&w, &netc::codegen::Options::default()).unwrap();
-    let one = exe.run(&x, 1).unwrap();
-    for (e, f) in expected.iter().zip(&one) {
-        prop_assert_eq!(&e.shape, &f.shape);
-        let scale = e.max_abs().max(1.0);
-        let err = e
-            .data
-            .iter()
-            .zip(&f.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        prop_assert!(
-            err / scale <= TOLERANCE,
-            "max error {} (scale {}) for\n{}",
-            err,
-            scale,
-            src
-        );
+    for &isa in isas {
+        let mut exe = c
+            .compile_jit(&w, &netc::codegen::Options { keep_clif: false, isa })
+            .unwrap();
+        let one = exe.run(&x, 1).unwrap();
+        for (e, f) in expected.iter().zip(&one) {
+            prop_assert_eq!(&e.shape, &f.shape);
+            let scale = e.max_abs().max(1.0);
+            let err = e
+                .data
+                .iter()
+                .zip(&f.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            prop_assert!(
+                err / scale <= TOLERANCE,
+                "max error {} (scale {}) at {:?} for\n{}",
+                err,
+                scale,
+                isa,
+                src
+            );
+        }
+        let two = exe.run(&x, 2).unwrap();
+        prop_assert_eq!(one, two, "1 and 2 threads differ at {:?} for\n{}", isa, src);
     }
-    let two = exe.run(&x, 2).unwrap();
-    prop_assert_eq!(one, two, "1 and 2 threads differ for\n{}", src);
     Ok(())
 }
 
@@ -869,37 +880,7 @@ impl PoolLayer {
 /// Compiles the one-layer pooling net (skipping configurations the shape rules reject) and
 /// compares it, on one and two threads and at every instruction set, with the reference.
 fn check_pool(l: &PoolLayer) -> Result<(), TestCaseError> {
-    let options = netc::Options {
-        overrides: Default::default(),
-        batch: l.batch,
-    };
-    let src = l.source();
-    let Ok(c) = netc::compile_source("t.net", &src, None, &options, None) else {
-        return Ok(());
-    };
-    let w = c.init_weights(3);
-    let x = input::random(c.input_shape(), 7);
-    let expected = c.run_reference(&w, &x).unwrap();
-    for isa in netc::codegen::Isa::testable() {
-        let mut exe = c
-            .compile_jit(&w, &netc::codegen::Options { keep_clif: false, isa })
-            .unwrap();
-        let one = exe.run(&x, 1).unwrap();
-        for (e, f) in expected.iter().zip(&one) {
-            prop_assert_eq!(&e.shape, &f.shape);
-            let scale = e.max_abs().max(1.0);
-            let err = e
-                .data
-                .iter()
-                .zip(&f.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            prop_assert!(err / scale <= TOLERANCE, "max error {} at {:?} for\n{}", err, isa, src);
-        }
-        let two = exe.run(&x, 2).unwrap();
-        prop_assert_eq!(one, two, "1 and 2 threads differ at {:?} for\n{}", isa, src);
-    }
-    Ok(())
+    compare_with_reference(&l.source(), l.batch, &netc::codegen::Isa::testable())
 }
 
 proptest! {
