@@ -566,10 +566,11 @@ fn pool_activation() {
             let p = pool(kind, 3, 2, Pad::uniform(1), include);
             let out = Buf::dense(input.span() + 3, &[2, 10, 5, 4]);
             let global = Buf::dense(input.span() + 3, &[2, 10]);
+            let mut pack = Packer::default();
             let kernels: [PlainAndFused; 2] = [
                 (
-                    Box::new(Windowed::new(&p, input, out, None)),
-                    Box::new(Windowed::new(&p, input, out, a)),
+                    Box::new(Windowed::new(&p, input, out, None, &mut pack)),
+                    Box::new(Windowed::new(&p, input, out, a, &mut pack)),
                     out,
                 ),
                 (
@@ -578,7 +579,6 @@ fn pool_activation() {
                     global,
                 ),
             ];
-            let pack = Packer::default();
             let src = values(input.span() + out.span() + 16, 11);
             for (plain, fused, out) in &kernels {
                 let p = run(plain.as_ref(), &pack, &src, 0);
@@ -796,7 +796,7 @@ fn pools_on_channel_slices() {
             let (h, w) = (9, 10);
             let out = [2, 7, out_size(h, 2 * pad, k, s, 1), out_size(w, 2 * pad, k, s, 1)];
             check_slices(
-                &|i, o, _, _| Box::new(Windowed::new(&p, i, o, Some(Activation::Relu))),
+                &|i, o, _, pack| Box::new(Windowed::new(&p, i, o, Some(Activation::Relu), pack)),
                 [2, 7, h, w],
                 out,
                 false,

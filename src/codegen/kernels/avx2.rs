@@ -162,21 +162,40 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     };
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
-    if a_offsets.is_null() {
-        rows_of::<false>(a, a_stride, a_offsets, panel, k, rows, &mut ep);
-    } else {
-        rows_of::<true>(a, a_stride, a_offsets, panel, k, rows, &mut ep);
+    // The common calls (whole panels stored contiguously, no affine, no leaky slope) take tiles
+    // whose epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of
+    // branches per row and half cost as much as the FMAs.
+    let plain = ep.mask.is_none() && ep.scatter.is_none() && (scale.is_null() || shift.is_null());
+    let table = !a_offsets.is_null();
+    let res = !ep.res.is_null();
+    macro_rules! fast {
+        ($act:expr) => {
+            match (table, res) {
+                (false, false) => rows_of::<false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+                (false, true) => rows_of::<false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+                (true, false) => rows_of::<true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+                (true, true) => rows_of::<true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+            }
+        };
+    }
+    match (plain, act) {
+        (true, ACT_NONE) => fast!(ACT_NONE),
+        (true, ACT_RELU) => fast!(ACT_RELU),
+        (true, ACT_RELU6) => fast!(ACT_RELU6),
+        _ if table => rows_of::<true, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+        _ => rows_of::<false, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
     }
 }
 
 /// All rows of the call, in as few tiles of at most [`MR`] rows as possible, of heights that
 /// differ by at most one (a tile of one or two rows waits on the latency of its few FMA chains).
-/// `TABLE`: the input offsets come from `a_offsets`. Every element is computed by the same
+/// `TABLE`: the input offsets come from `a_offsets`; `PLAIN`: the epilogue is the activation
+/// `ACT` after the residual when `RES` (see [`tile`]). Every element is computed by the same
 /// operations whatever the height of its tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn rows_of<const TABLE: bool>(
+unsafe fn rows_of<const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
     a: *const f32,
     a_stride: isize,
     a_offsets: *const u32,
@@ -196,12 +215,12 @@ unsafe fn rows_of<const TABLE: bool>(
     for i in 0..tiles {
         let height = short + usize::from(i < taller);
         match height {
-            1 => tile::<1, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-            2 => tile::<2, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-            3 => tile::<3, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-            4 => tile::<4, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-            5 => tile::<5, TABLE>(a, a_stride, a_offsets, panel, k, ep),
-            6 => tile::<6, TABLE>(a, a_stride, a_offsets, panel, k, ep),
+            1 => tile::<1, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
+            2 => tile::<2, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
+            3 => tile::<3, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
+            4 => tile::<4, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
+            5 => tile::<5, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
+            6 => tile::<6, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
             _ => {}
         }
         let step = height as isize;
@@ -213,11 +232,13 @@ unsafe fn rows_of<const TABLE: bool>(
     }
 }
 
-/// One tile of `R` rows x 16 columns.
+/// One tile of `R` rows x 16 columns. With `PLAIN`, the call stores whole panels contiguously
+/// without an affine, the epilogue is `ACT` (after the residual when `RES`) and it is unrolled
+/// with no run-time test; otherwise the epilogue follows `ep`. Both compute the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize, const TABLE: bool>(
+unsafe fn tile<const R: usize, const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
     a: *const f32,
     a_stride: isize,
     a_offsets: *const u32,
@@ -252,6 +273,25 @@ unsafe fn tile<const R: usize, const TABLE: bool>(
     }
     let zero = _mm256_setzero_ps();
     let six = _mm256_set1_ps(6.0);
+    if PLAIN {
+        for (r, acc) in acc.iter().enumerate() {
+            let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
+            let res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(r as isize));
+            for (h, &v) in acc.iter().enumerate() {
+                let mut v = v;
+                if RES {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.wrapping_add(8 * h)));
+                }
+                v = match ACT {
+                    ACT_RELU => _mm256_max_ps(v, zero),
+                    ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+                    _ => v,
+                };
+                _mm256_storeu_ps(out.wrapping_add(8 * h), v);
+            }
+        }
+        return;
+    }
     let slope = _mm256_set1_ps(ep.slope);
     let post = (!ep.scale.is_null() && !ep.shift.is_null()).then(|| {
         [

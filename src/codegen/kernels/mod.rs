@@ -170,7 +170,7 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
                 isa,
             ))
         }
-        (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act)),
+        (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act, pack)),
         (Op::GlobalPool(k), Family::GlobalPool) => {
             Box::new(pool::Global::new(*k, ranged(0).0, out_range(graph, ix), act))
         }

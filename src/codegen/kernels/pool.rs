@@ -1,13 +1,18 @@
 //! Pooling kernels over NHWC buffers, vectorized across channels.
 //!
 //! Windowed pooling: a work item is one output row `(n, y)`. A window starts at
-//! `(y * sh - pad_top, x * sw - pad_left)`; cells outside the input are skipped. Max pooling
-//! ignores padding; average pooling divides by the window clipped to the padded input
-//! (`count_include_pad`) or by the number of cells inside the input, a constant per output
-//! position computed at compile time. Global pooling: a work item is one batch item.
+//! `(y * sh - pad_top, x * sw - pad_left)`. Each kernel row reads an input row, or, where the
+//! row lies in the padding, a fill row packed with the weights: `-inf` for max pooling and zero
+//! for average pooling, so that every window row is read without a branch and contributes
+//! nothing. Columns outside the input are skipped at compile time (the border columns are
+//! unrolled; the interior ones share a loop). The taps of a window are combined as a balanced
+//! tree, so a window of `k` values waits on `log2 k` dependent operations rather than `k`.
+//! Average pooling divides by the window clipped to the padded input (`count_include_pad`) or by
+//! the number of cells inside the input, a constant per output position computed at compile
+//! time. Global pooling: a work item is one batch item.
 //!
 //! ```text
-//! Windowed::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>) -> Windowed
+//! Windowed::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer) -> Windowed
 //! Global::new(kind: PoolKind, input: Buf, out: Buf, act: Option<Activation>) -> Global
 //! ```
 //!
@@ -15,8 +20,8 @@
 //! slices of wider buffers (`stride > c`): only their `c` channels are read and written.
 
 use super::eltwise::{for_channels, pixel_base};
-use super::window::interior;
-use super::Kernel;
+use super::window::{at, interior, mem, opaque_false, pin, pixel_row, row_pointers};
+use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32X4};
 use crate::codegen::layout::Buf;
 use crate::ir::op::{Activation, Pool, PoolKind};
@@ -27,20 +32,30 @@ pub struct Windowed {
     input: Buf,
     out: Buf,
     act: Option<Activation>,
+    /// Element offset in the weights of the fill row (`input.w * input.stride` elements) that
+    /// kernel rows in the padding read.
+    fill: usize,
 }
 
 impl Windowed {
-    /// `out` must have the input's batch and channel count and the spatial size `p` gives.
-    pub fn new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>) -> Windowed {
+    /// `out` must have the input's batch and channel count and the spatial size `p` gives. Packs
+    /// the fill row into `pack`.
+    pub fn new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer) -> Windowed {
         assert!(
             input.n == out.n && input.c == out.c,
             "pooling keeps the batch and the channels"
         );
+        let value = match p.kind {
+            PoolKind::Max => f32::NEG_INFINITY,
+            PoolKind::Avg => 0.0,
+        };
+        let fill = pack.push(&vec![value; (input.w * input.stride).max(1)]);
         Windowed {
             pool: p.clone(),
             input,
             out,
             act,
+            fill,
         }
     }
 
@@ -71,10 +86,21 @@ impl Kernel for Windowed {
         let p = &self.pool;
         let oh = self.out.h as i64;
         let (x0, x1) = interior(self.out.w, self.input.w, p.kernel.1, p.stride.1, 1, p.pad.left);
+        let never = opaque_false(e, end);
         e.for_range(begin, end, 1, |e, item| {
             let n = e.b.ins().sdiv_imm_s(item, oh);
             let y = e.b.ins().srem_imm_s(item, oh);
-            let row = Row { item, n, y };
+            let rows = row_pointers(e, &self.input, n, y, p.kernel.0, p.stride.0, 1, p.pad.top, self.fill);
+            let out_row = pixel_row(e, &self.out, item);
+            let mut pinned = rows;
+            pinned.push(out_row);
+            let pinned = pin(e, never, &pinned);
+            let (rows, out_row) = pinned.split_at(p.kernel.0);
+            let row = Row {
+                y,
+                inputs: rows.to_vec(),
+                out: out_row[0],
+            };
             // Border columns, known at compile time, with only their in-bounds taps.
             for x in (0..x0).chain(x1..self.out.w as i64) {
                 let left = x * p.stride.1 as i64 - p.pad.left as i64;
@@ -95,11 +121,13 @@ impl Kernel for Windowed {
     }
 }
 
-/// The output row a windowed pooling item computes: item `n * oh + y`.
+/// The output row `(n, y)` a windowed pooling item computes.
 struct Row {
-    item: Value,
-    n: Value,
     y: Value,
+    /// Byte address of pixel 0 of the input row (or the fill row) of each kernel row.
+    inputs: Vec<Value>,
+    /// Byte address of pixel 0 of the output row.
+    out: Value,
 }
 
 impl Windowed {
@@ -108,63 +136,56 @@ impl Windowed {
     /// same average-pooling divisors as `x`.
     fn column(&self, e: &mut Emit, row: &Row, x: Value, divisor_x: usize, taps: &[i64]) {
         let p = &self.pool;
-        let ow = self.out.w as i64;
-        let out_pixel = {
-            let first = e.b.ins().imul_imm_s(row.item, ow);
-            e.b.ins().iadd(first, x)
-        };
-        let dst = pixel_base(e, &self.out, out_pixel);
+        let (in_pixel, out_pixel) = ((self.input.stride * 4) as i64, (self.out.stride * 4) as i64);
         let sx = e.b.ins().imul_imm_s(x, p.stride.1 as i64);
         let left = e.b.ins().iadd_imm_s(sx, -(p.pad.left as i64));
+        let left = e.b.ins().imul_imm_s(left, in_pixel);
+        let bases: Vec<Value> = row.inputs.iter().map(|&r| e.b.ins().iadd(r, left)).collect();
+        let dst = {
+            let off = e.b.ins().imul_imm_s(x, out_pixel);
+            e.b.ins().iadd(row.out, off)
+        };
+        let inverse = (p.kind == PoolKind::Avg).then(|| self.row_inverse(e, row.y, divisor_x));
         for_channels(e, self.out.c, |e, c, ty| {
-            let init = match (p.kind, ty == F32X4) {
-                (PoolKind::Max, true) => e.splat(f32::NEG_INFINITY),
-                (PoolKind::Max, false) => e.f32(f32::NEG_INFINITY),
-                (PoolKind::Avg, true) => e.splat(0.0),
-                (PoolKind::Avg, false) => e.f32(0.0),
-            };
-            let acc = e.b.declare_var(ty);
-            e.b.def_var(acc, init);
-            for i in 0..p.kernel.0 as i64 {
-                let sy = e.b.ins().imul_imm_s(row.y, p.stride.0 as i64);
-                let iy = e.b.ins().iadd_imm_s(sy, i - p.pad.top as i64);
-                let inside = e.in_bounds(iy, self.input.h as i64);
-                e.if_then(inside, |e| {
-                    let rows = e.b.ins().imul_imm_s(row.n, self.input.h as i64);
-                    let r = e.b.ins().iadd(rows, iy);
-                    let first = e.b.ins().imul_imm_s(r, self.input.w as i64);
-                    let at_left = e.b.ins().iadd(first, left);
-                    for &j in taps {
-                        let pixel = e.b.ins().iadd_imm_s(at_left, j);
-                        let base = pixel_base(e, &self.input, pixel);
-                        let at = e.b.ins().iadd(base, c);
-                        let arena = e.arena;
-                        let v = e.load(ty, arena, at, 0);
-                        let a = e.b.use_var(acc);
-                        let r = match p.kind {
-                            PoolKind::Max => e.max(v, a),
-                            PoolKind::Avg => e.b.ins().fadd(a, v),
-                        };
-                        e.b.def_var(acc, r);
-                    }
-                });
+            let bytes = e.b.ins().ishl_imm_s(c, 2);
+            let mut values = Vec::with_capacity(bases.len() * taps.len());
+            for &base in &bases {
+                let base = e.b.ins().iadd(base, bytes);
+                for &j in taps {
+                    let (a, off) = at(e, base, j * in_pixel);
+                    values.push(e.b.ins().load(ty, mem(), a, off));
+                }
             }
-            let mut r = e.b.use_var(acc);
-            if p.kind == PoolKind::Avg {
-                // The divisor depends on y only through the borders; compute it per row.
-                let inv = self.row_inverse(e, row.y, divisor_x, ty);
+            // A balanced tree: neighbours first, so the order is fixed by the window alone.
+            while values.len() > 1 {
+                let mut next = Vec::with_capacity(values.len().div_ceil(2));
+                for pair in values.chunks(2) {
+                    next.push(match (pair, p.kind) {
+                        ([a, b], PoolKind::Max) => e.max(*a, *b),
+                        ([a, b], PoolKind::Avg) => e.b.ins().fadd(*a, *b),
+                        (_, _) => pair[0],
+                    });
+                }
+                values = next;
+            }
+            let mut r = values[0];
+            if let Some(inverse) = inverse {
+                let inv = if ty == F32X4 {
+                    e.b.ins().splat(F32X4, inverse)
+                } else {
+                    inverse
+                };
                 r = e.b.ins().fmul(r, inv);
             }
             let r = e.activate(r, self.act);
-            let at = e.b.ins().iadd(dst, c);
-            let arena = e.arena;
-            e.store(r, arena, at, 0);
+            let out = e.b.ins().iadd(dst, bytes);
+            e.b.ins().store(mem(), r, out, 0);
         });
     }
 
-    /// `1 / divisor(y, x)` for a run-time `y` and a compile-time `x`: a select chain over the
-    /// rows whose divisor differs from the interior's.
-    fn row_inverse(&self, e: &mut Emit, y: Value, x: usize, ty: cranelift_codegen::ir::Type) -> Value {
+    /// `1 / divisor(y, x)` (f32) for a run-time `y` and a compile-time `x`: a select chain over
+    /// the rows whose divisor differs from the interior's.
+    fn row_inverse(&self, e: &mut Emit, y: Value, x: usize) -> Value {
         let oh = self.out.h;
         let interior = oh / 2;
         let base = 1.0 / self.divisor(interior, x);
@@ -179,11 +200,7 @@ impl Windowed {
                 v = e.b.ins().select(is_row, dv, v);
             }
         }
-        if ty == F32X4 {
-            e.b.ins().splat(F32X4, v)
-        } else {
-            v
-        }
+        v
     }
 }
 

@@ -1,4 +1,4 @@
-//! Helpers shared by the sliding-window kernels (`depthwise.rs`, `direct.rs`): the epilogue (also
+//! Helpers shared by the sliding-window kernels (`depthwise.rs`, `direct.rs`, `pool.rs`): the epilogue (also
 //! used by the scalar convolution in `conv.rs`), the scheduling barrier that keeps Cranelift's
 //! optimizer from moving work across loop steps, the pointers to the input rows a window reads,
 //! and the range of interior columns.
