@@ -162,19 +162,41 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     };
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
-    // The common calls (whole panels stored contiguously, no affine, no leaky slope) take tiles
+    // The common calls (columns stored contiguously, no affine, no leaky slope) take tiles
     // whose epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of
-    // branches per row and half cost as much as the FMAs.
-    let plain = ep.mask.is_none() && ep.scatter.is_none() && (scale.is_null() || shift.is_null());
+    // branches per row and half cost as much as the FMAs. A panel of at most 8 valid columns
+    // (the narrow last panel of 24 or 40 channels) is computed one vector wide, in taller tiles.
+    let plain = ep.scatter.is_none() && (scale.is_null() || shift.is_null());
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
+    let half = cols <= 8;
     macro_rules! fast {
         ($act:expr) => {
-            match (table, res) {
-                (false, false) => rows_of::<false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
-                (false, true) => rows_of::<false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
-                (true, false) => rows_of::<true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
-                (true, true) => rows_of::<true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+            match (half, table, res) {
+                (false, false, false) => {
+                    rows_of::<2, false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (false, false, true) => {
+                    rows_of::<2, false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (false, true, false) => {
+                    rows_of::<2, true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (false, true, true) => {
+                    rows_of::<2, true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (true, false, false) => {
+                    rows_of::<1, false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (true, false, true) => {
+                    rows_of::<1, false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (true, true, false) => {
+                    rows_of::<1, true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (true, true, true) => {
+                    rows_of::<1, true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
             }
         };
     }
@@ -182,20 +204,24 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         (true, ACT_NONE) => fast!(ACT_NONE),
         (true, ACT_RELU) => fast!(ACT_RELU),
         (true, ACT_RELU6) => fast!(ACT_RELU6),
-        _ if table => rows_of::<true, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
-        _ => rows_of::<false, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+        _ if table => rows_of::<2, true, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+        _ => rows_of::<2, false, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
     }
 }
 
-/// All rows of the call, in as few tiles of at most [`MR`] rows as possible, of heights that
-/// differ by at most one (a tile of one or two rows waits on the latency of its few FMA chains).
-/// `TABLE`: the input offsets come from `a_offsets`; `PLAIN`: the epilogue is the activation
-/// `ACT` after the residual when `RES` (see [`tile`]). Every element is computed by the same
-/// operations whatever the height of its tile.
+/// Rows of a tile one vector wide: 12 accumulators, as in a full tile.
+const MR_HALF: usize = 12;
+
+/// All rows of the call, in as few tiles of at most [`MR`] rows ([`MR_HALF`] when `NV` is 1) as
+/// possible, of heights that differ by at most one (a tile of one or two rows waits on the
+/// latency of its few FMA chains). `NV`: vectors of 8 columns computed (1 when the panel has at
+/// most 8 valid columns, then only with `PLAIN`); `TABLE`: the input offsets come from
+/// `a_offsets`; `PLAIN`: the epilogue is the activation `ACT` after the residual when `RES` (see
+/// [`tile`]). Every element is computed by the same operations whatever the height of its tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn rows_of<const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
+unsafe fn rows_of<const NV: usize, const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
     a: *const f32,
     a_stride: isize,
     a_offsets: *const u32,
@@ -205,23 +231,27 @@ unsafe fn rows_of<const TABLE: bool, const PLAIN: bool, const ACT: i64, const RE
     ep: &mut Epilogue,
 ) {
     let rows = rows.max(0) as usize;
-    let tiles = rows.div_ceil(MR);
+    let tiles = rows.div_ceil(if NV == 1 { MR_HALF } else { MR });
     if tiles == 0 {
         return;
     }
     // The first `rows % tiles` tiles have one row more than the others.
     let (short, taller) = (rows / tiles, rows % tiles);
     let mut a = a;
+    macro_rules! heights {
+        ($($h:literal)*) => {
+            |height: usize, a: *const f32, ep: &Epilogue| match height {
+                $($h => tile::<$h, NV, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),)*
+                _ => {}
+            }
+        };
+    }
     for i in 0..tiles {
         let height = short + usize::from(i < taller);
-        match height {
-            1 => tile::<1, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            2 => tile::<2, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            3 => tile::<3, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            4 => tile::<4, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            5 => tile::<5, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            6 => tile::<6, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),
-            _ => {}
+        if NV == 1 {
+            heights!(1 2 3 4 5 6 7 8 9 10 11 12)(height, a, ep);
+        } else {
+            heights!(1 2 3 4 5 6)(height, a, ep);
         }
         let step = height as isize;
         a = a.wrapping_offset(a_stride.wrapping_mul(step));
@@ -232,13 +262,61 @@ unsafe fn rows_of<const TABLE: bool, const PLAIN: bool, const ACT: i64, const RE
     }
 }
 
+/// The first `n` (`0..=8`) lanes of the vector at `p`, the others zero, reading only them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+    if n >= 8 {
+        return _mm256_loadu_ps(p);
+    }
+    let mut lanes = [0.0f32; 8];
+    std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n);
+    _mm256_loadu_ps(lanes.as_ptr())
+}
+
+/// Stores the first `n` (`0..=8`) lanes of `v` at `p`, writing nothing else: 4-, 2- and 1-lane
+/// stores (a masked store is slow on some AMD cores).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn store_first(p: *mut f32, n: usize, v: __m256) {
+    if n >= 8 {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    let (mut x, mut p, mut n) = (_mm256_castps256_ps128(v), p, n);
+    if n >= 4 {
+        _mm_storeu_ps(p, x);
+        x = _mm256_extractf128_ps::<1>(v);
+        p = p.add(4);
+        n -= 4;
+    }
+    if n >= 2 {
+        _mm_storel_pd(p as *mut f64, _mm_castps_pd(x));
+        x = _mm_movehl_ps(x, x);
+        p = p.add(2);
+        n -= 2;
+    }
+    if n == 1 {
+        _mm_store_ss(p, x);
+    }
+}
+
 /// One tile of `R` rows x 16 columns. With `PLAIN`, the call stores whole panels contiguously
 /// without an affine, the epilogue is `ACT` (after the residual when `RES`) and it is unrolled
 /// with no run-time test; otherwise the epilogue follows `ep`. Both compute the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn tile<const R: usize, const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
+unsafe fn tile<
+    const R: usize,
+    const NV: usize,
+    const TABLE: bool,
+    const PLAIN: bool,
+    const ACT: i64,
+    const RES: bool,
+>(
     a: *const f32,
     a_stride: isize,
     a_offsets: *const u32,
@@ -246,25 +324,29 @@ unsafe fn tile<const R: usize, const TABLE: bool, const PLAIN: bool, const ACT: 
     k: usize,
     ep: &Epilogue,
 ) {
-    let (b0, b1) = if ep.bias.is_null() {
-        (_mm256_setzero_ps(), _mm256_setzero_ps())
-    } else {
-        (_mm256_loadu_ps(ep.bias), _mm256_loadu_ps(ep.bias.add(8)))
-    };
-    let mut acc = [[b0, b1]; R];
+    let mut bias = [_mm256_setzero_ps(); NV];
+    if !ep.bias.is_null() {
+        for (h, b) in bias.iter_mut().enumerate() {
+            *b = _mm256_loadu_ps(ep.bias.add(8 * h));
+        }
+    }
+    let mut acc = [bias; R];
     let mut rows = [a; R];
     for (r, row) in rows.iter_mut().enumerate() {
         *row = a.wrapping_offset(a_stride.wrapping_mul(r as isize));
     }
     let mut w = panel;
     for kk in 0..k {
-        let w0 = _mm256_loadu_ps(w);
-        let w1 = _mm256_loadu_ps(w.add(8));
+        let mut wv = [_mm256_setzero_ps(); NV];
+        for (h, x) in wv.iter_mut().enumerate() {
+            *x = _mm256_loadu_ps(w.add(8 * h));
+        }
         let off = if TABLE { *a_offsets.add(kk) as usize } else { 0 };
         for r in 0..R {
             let x = _mm256_broadcast_ss(&*rows[r].add(off));
-            acc[r][0] = _mm256_fmadd_ps(x, w0, acc[r][0]);
-            acc[r][1] = _mm256_fmadd_ps(x, w1, acc[r][1]);
+            for h in 0..NV {
+                acc[r][h] = _mm256_fmadd_ps(x, wv[h], acc[r][h]);
+            }
             if !TABLE {
                 rows[r] = rows[r].add(1);
             }
@@ -274,20 +356,22 @@ unsafe fn tile<const R: usize, const TABLE: bool, const PLAIN: bool, const ACT: 
     let zero = _mm256_setzero_ps();
     let six = _mm256_set1_ps(6.0);
     if PLAIN {
+        let full = ep.cols == NR;
         for (r, acc) in acc.iter().enumerate() {
             let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
             let res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(r as isize));
             for (h, &v) in acc.iter().enumerate() {
+                let valid = if full { 8 } else { ep.cols.saturating_sub(8 * h).min(8) };
                 let mut v = v;
                 if RES {
-                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.wrapping_add(8 * h)));
+                    v = _mm256_add_ps(v, load_first(res.wrapping_add(8 * h), valid));
                 }
                 v = match ACT {
                     ACT_RELU => _mm256_max_ps(v, zero),
                     ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
                     _ => v,
                 };
-                _mm256_storeu_ps(out.wrapping_add(8 * h), v);
+                store_first(out.wrapping_add(8 * h), valid, v);
             }
         }
         return;
