@@ -9,7 +9,9 @@
 //!  input rows ──copy──▶ stage ──expand GEMM──▶ ring (L rows of the expanded tensor)
 //!                                               │ depthwise, vertical padding 0
 //!                                               ▼
-//!  output rows ◀──copy── proj ◀──project GEMM── dw (P output rows)  ◀── residual rows (copy)
+//!  output rows ◀──────────── project GEMM ──── dw (P output rows)
+//!                                 ▲
+//!  residual rows ─────────────────┘
 //! ```
 //!
 //! A band is `P` output rows; it needs `L = (P - 1) * stride + kh_eff` expanded rows (`kh_eff`
@@ -17,8 +19,10 @@
 //! band, the last `carry` ring rows move to the front and only `L - carry` new rows are expanded.
 //! Rows of the expanded tensor outside the image (the depthwise convolution's vertical padding)
 //! are zero in the ring, so the depthwise generator runs without vertical padding. Without an
-//! expansion, input rows are copied into the ring directly. Only the copies address the real
-//! tensors, at run-time row offsets; the generated stages see their scratch region only.
+//! expansion, input rows are copied into the ring directly. The projection reads the depthwise
+//! output from the scratch region and the residual from its tensor, and writes the output rows in
+//! place, at run-time row addresses ([`Gemm::emit_at`]); a partial last band has a projection
+//! of its own height. The other stages see their scratch region only.
 //!
 //! # Items and threads
 //!
@@ -34,7 +38,7 @@
 //! the node while it runs.
 
 use super::depthwise::Depthwise;
-use super::gemm::{Gemm, GemmSpec};
+use super::gemm::{Arenas, Gemm, GemmSpec};
 use super::window::{if_else, Epilogue};
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
@@ -47,6 +51,7 @@ use crate::ir::shape::Shape;
 use crate::ir::Node;
 use crate::runtime::Weights;
 use crate::source::Span;
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 
 /// Scratch regions of a block: the most threads that share its work.
@@ -154,9 +159,8 @@ impl Geometry {
         self.kh_eff.saturating_sub(self.stride)
     }
 
-    /// Element offsets inside a region: ring, stage, depthwise output, projection, residual;
-    /// and the region's length.
-    fn layout(&self) -> [usize; 6] {
+    /// Element offsets inside a region: ring, stage, depthwise output; and the region's length.
+    fn layout(&self) -> [usize; 4] {
         let ring = aligned(self.rows() * self.w_in * self.hid);
         let stage_rows = if self.expand {
             self.carry().max(self.rows() - self.carry())
@@ -165,17 +169,20 @@ impl Geometry {
         };
         let stage = aligned(stage_rows * self.w_in * self.c_in);
         let dw = aligned(self.band * self.w_out * self.hid);
-        let proj = aligned(self.band * self.w_out * self.c_out);
-        let res = if self.residual { proj } else { 0 };
-        let mut at = [0; 6];
-        for (i, len) in [ring, stage, dw, proj, res].into_iter().enumerate() {
+        let mut at = [0; 4];
+        for (i, len) in [ring, stage, dw].into_iter().enumerate() {
             at[i + 1] = at[i] + len;
         }
         at
     }
 
     fn slot_len(&self) -> usize {
-        self.layout()[5]
+        self.layout()[3]
+    }
+
+    /// Output rows of the last band of an image.
+    fn last_band(&self) -> usize {
+        self.h_out - (self.bands() - 1) * self.band
     }
 
     /// Elements of the scratch buffer: one region per slot.
@@ -196,7 +203,9 @@ pub struct FusedBlock {
     expand_first: Option<Gemm>,
     expand_next: Option<Gemm>,
     depthwise: Depthwise,
+    /// The projection of a band, and of a shorter last band.
     project: Gemm,
+    project_last: Option<Gemm>,
 }
 
 /// The parameters of a stage, with its fused batchnorms applied.
@@ -242,7 +251,7 @@ impl FusedBlock {
         isa: Isa,
     ) -> FusedBlock {
         let g = Geometry::of(block, &[input.n, input.c, input.h, input.w], residual.is_some());
-        let [ring, stage, dw, proj, res, _] = g.layout().map(|o| o + scratch);
+        let [ring, stage, dw, _] = g.layout().map(|o| o + scratch);
         let (l, carry) = (g.rows(), g.carry());
         let expand = block.expand.as_ref().map(|s| (s, layer(s, weights)));
         let expansion = |t0: usize, count: usize, pack: &mut Packer| {
@@ -294,19 +303,29 @@ impl FusedBlock {
 
         let p = &block.project;
         let pl = layer(p, weights);
-        let spec = GemmSpec {
-            input: dw_out,
-            in_slots: (!g.expand).then_some(in_rel),
-            out: rows_buf(proj, g.band, g.w_out, g.c_out),
-            out_slots: Some(out_rel),
-            groups: p.conv.groups,
-            weight: &pl.weight,
-            bias: pl.bias.as_deref(),
-            residual: residual.map(|(_, rel)| (rows_buf(res, g.band, g.w_out, g.c_out), Some(rel))),
-            act: p.fused.act,
-            post: post(&pl),
+        // `rows` output rows from the band's first one: the output and the residual are relative
+        // to the addresses of that row, passed at run time.
+        let projection = |rows: usize, pack: &mut Packer| {
+            let strided = |stride: usize| Buf {
+                stride,
+                ..rows_buf(0, rows, g.w_out, g.c_out)
+            };
+            let spec = GemmSpec {
+                input: rows_buf(dw, rows, g.w_out, g.hid),
+                in_slots: (!g.expand).then_some(in_rel),
+                out: strided(out.stride),
+                out_slots: Some(out_rel),
+                groups: p.conv.groups,
+                weight: &pl.weight,
+                bias: pl.bias.as_deref(),
+                residual: residual.map(|(r, rel)| (strided(r.stride), Some(rel))),
+                act: p.fused.act,
+                post: post(&pl),
+            };
+            Gemm::new(&spec, pack, isa)
         };
-        let project = Gemm::new(&spec, pack, isa);
+        let project = projection(g.band, pack);
+        let project_last = (g.last_band() < g.band).then(|| projection(g.last_band(), pack));
         FusedBlock {
             g,
             input,
@@ -317,6 +336,7 @@ impl FusedBlock {
             expand_next,
             depthwise,
             project,
+            project_last,
         }
     }
 
@@ -411,6 +431,7 @@ impl Kernel for FusedBlock {
 
     fn host_fns(&self) -> Vec<&'static HostFn> {
         let mut fns = self.project.host_fns();
+        fns.extend(self.project_last.iter().flat_map(|k| k.host_fns()));
         for k in self.expand_first.iter().chain(&self.expand_next) {
             fns.extend(k.host_fns());
         }
@@ -422,7 +443,7 @@ impl Kernel for FusedBlock {
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         let g = self.g;
-        let [ring, _, _, proj, res, slot_len] = g.layout();
+        let [ring, _, _, slot_len] = g.layout();
         let (l, carry, band) = (g.rows(), g.carry(), g.band as i64);
         let (bands, slots) = (g.bands() as i64, g.slots as i64);
         let arena = e.arena;
@@ -445,20 +466,27 @@ impl Kernel for FusedBlock {
                     let y0 = e.b.ins().imul_imm_s(b, band);
                     self.fill(e, region, image, y0, carry, l - carry);
                     Self::run_in(e, region, &self.depthwise);
-                    let h_out = e.int(g.h_out as i64);
-                    let left = e.b.ins().isub(h_out, y0);
-                    let band_v = e.int(band);
-                    let rows = e.b.ins().smin(left, band_v);
-                    let pixels = e.b.ins().imul_imm_s(rows, g.w_out as i64);
-                    if let Some(r) = &self.residual {
-                        let src = Self::row_addr(e, r, image, y0);
-                        let dst = e.b.ins().iadd_imm_s(region, (self.scratch + res) as i64 * 4);
-                        copy(e, src, r.stride, dst, g.c_out, g.c_out, pixels);
+                    let out = Self::row_addr(e, &self.out, image, y0);
+                    let res = match &self.residual {
+                        Some(r) => Self::row_addr(e, r, image, y0),
+                        None => out,
+                    };
+                    let arenas = Arenas {
+                        input: region,
+                        out,
+                        res,
+                    };
+                    let project = |e: &mut Emit, k: &Gemm| {
+                        let (begin, end) = (e.int(0), e.int(k.items() as i64));
+                        k.emit_at(e, begin, end, arenas);
+                    };
+                    match &self.project_last {
+                        Some(last) => {
+                            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, b, bands - 1);
+                            if_else(e, is_last, |e| project(e, last), |e| project(e, &self.project));
+                        }
+                        None => project(e, &self.project),
                     }
-                    Self::run_in(e, region, &self.project);
-                    let src = e.b.ins().iadd_imm_s(region, (self.scratch + proj) as i64 * 4);
-                    let dst = Self::row_addr(e, &self.out, image, y0);
-                    copy(e, src, g.c_out, dst, self.out.stride, g.c_out, pixels);
                     if carry > 0 {
                         let from = self.scratch + ring + (l - carry) * g.w_in * g.hid;
                         let src = e.b.ins().iadd_imm_s(region, from as i64 * 4);

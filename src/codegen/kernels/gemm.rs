@@ -901,13 +901,36 @@ enum RowBlocks {
     Short { p0: usize, rows: usize },
 }
 
-/// The run-time group index and base slots of the group being generated.
+/// The run-time group index and base slots of the group being generated, and the addresses
+/// the buffers are relative to.
 #[derive(Clone, Copy)]
 struct GroupVals {
     g: Value,
     input: Value,
     out: Value,
     res: Value,
+    arenas: Arenas,
+}
+
+/// The run-time byte addresses the offsets of the input, the output and the residual count
+/// from: the arena for a node of its own, pointers into the real tensors for the projection of a
+/// fused block, which reads its input from a scratch region.
+#[derive(Clone, Copy)]
+pub struct Arenas {
+    pub input: Value,
+    pub out: Value,
+    pub res: Value,
+}
+
+impl Arenas {
+    /// Every buffer in the arena.
+    pub fn arena(e: &Emit) -> Arenas {
+        Arenas {
+            input: e.arena,
+            out: e.arena,
+            res: e.arena,
+        }
+    }
 }
 
 /// Where the columns of the tiles of one panel go.
@@ -1173,7 +1196,7 @@ impl Gemm {
     /// `begin..end` are walked in chunks, and per chunk, group and panel one call of the
     /// micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
     /// with its valid column count).
-    fn emit_wide(&self, e: &mut Emit, wide: Wide, begin: Value, end: Value) {
+    fn emit_wide(&self, e: &mut Emit, wide: Wide, begin: Value, end: Value, arenas: Arenas) {
         let f = e.host(wide.host());
         let (nr, mr) = (wide.nr() as i64, wide.mr() as i64);
         let m = self.rows() as i64;
@@ -1196,15 +1219,18 @@ impl Gemm {
             let r1 = e.b.ins().smin(r1, hi);
             let rows = e.b.ins().isub(r1, r0);
             // Byte address of element `slot` of row `r0` of `buf`.
-            let row_addr = |e: &mut Emit, buf: &Buf, slot: i64| {
+            let row_addr = |e: &mut Emit, base: Value, buf: &Buf, slot: i64| {
                 let at = e.b.ins().imul_imm_s(r0, buf.stride as i64 * 4);
-                let at = e.b.ins().iadd(e.arena, at);
+                let at = e.b.ins().iadd(base, at);
                 e.b.ins().iadd_imm_s(at, (buf.offset as i64 + slot) * 4)
             };
             for (g, (b, wg)) in self.bases.iter().zip(&self.wide_groups).enumerate() {
-                let a = row_addr(e, &self.input, b.input);
-                let out = row_addr(e, &self.out, b.out);
-                let res = self.residual.as_ref().map(|r| (row_addr(e, r, b.res), r.stride));
+                let a = row_addr(e, arenas.input, &self.input, b.input);
+                let out = row_addr(e, arenas.out, &self.out, b.out);
+                let res = self
+                    .residual
+                    .as_ref()
+                    .map(|r| (row_addr(e, arenas.res, r, b.res), r.stride));
                 let first = (g * panels) as i64;
                 let call = |e: &mut Emit, j: Value, cols: i64| {
                     // Packed data of panel `g * panels + j` at element `offset`, `per_panel`
@@ -1276,7 +1302,7 @@ impl Gemm {
     }
 
     /// Emits the tiles of `blocks` for every group and panel.
-    fn emit_blocks(&self, e: &mut Emit, always: Value, blocks: RowBlocks) {
+    fn emit_blocks(&self, e: &mut Emit, always: Value, blocks: RowBlocks, arenas: Arenas) {
         let b0 = self.bases[0];
         // The short block walks groups and panels downwards (see `emit_group`).
         let reverse = matches!(blocks, RowBlocks::Short { .. });
@@ -1297,6 +1323,7 @@ impl Gemm {
                     input: at(b0.input, step.input),
                     out: at(b0.out, step.out),
                     res: at(b0.res, step.res),
+                    arenas,
                 };
                 self.emit_group(e, always, &self.plans[0], gv, blocks);
             }),
@@ -1312,6 +1339,7 @@ impl Gemm {
                         input: e.int(b.input),
                         out: e.int(b.out),
                         res: e.int(b.res),
+                        arenas,
                     };
                     self.emit_group(e, always, plan, gv, blocks);
                 }
@@ -1475,12 +1503,12 @@ impl Gemm {
         rows: usize,
     ) {
         // Byte address of (row p0, element `chan` of the pixel) of `buf`, and of the next rows.
-        let row_addrs = |e: &mut Emit, buf: &Buf, chan: Value| -> Vec<Value> {
+        let row_addrs = |e: &mut Emit, base: Value, buf: &Buf, chan: Value| -> Vec<Value> {
             let at = e.b.ins().imul_imm_s(p0, buf.stride as i64);
             let at = e.b.ins().iadd(at, chan);
             let at = e.b.ins().iadd_imm_s(at, buf.offset as i64);
             let bytes = e.b.ins().ishl_imm_s(at, 2);
-            let first = e.b.ins().iadd(e.arena, bytes);
+            let first = e.b.ins().iadd(base, bytes);
             (0..rows)
                 .map(|r| {
                     if r == 0 {
@@ -1491,12 +1519,12 @@ impl Gemm {
                 })
                 .collect()
         };
-        let a = row_addrs(e, &self.input, gv.input);
-        let out = row_addrs(e, &self.out, site.out_chan);
+        let a = row_addrs(e, gv.arenas.input, &self.input, gv.input);
+        let out = row_addrs(e, gv.arenas.out, &self.out, site.out_chan);
         let residual = self
             .residual
             .as_ref()
-            .map(|r| (row_addrs(e, r, site.res_chan), site.res_cols.clone()));
+            .map(|r| (row_addrs(e, gv.arenas.res, r, site.res_chan), site.res_cols.clone()));
         // Packed data of the site's first panel at `offset`, `per_panel` floats per panel.
         let packed = |e: &mut Emit, offset: usize, per_panel: usize| {
             let at = e.b.ins().imul_imm_s(site.panel_ix, (per_panel * 4) as i64);
@@ -1539,8 +1567,17 @@ impl Kernel for Gemm {
     }
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        let arenas = Arenas::arena(e);
+        self.emit_at(e, begin, end, arenas);
+    }
+}
+
+impl Gemm {
+    /// [`Kernel::emit`] with the input, the output and the residual relative to `arenas`
+    /// instead of the arena.
+    pub fn emit_at(&self, e: &mut Emit, begin: Value, end: Value, arenas: Arenas) {
         if let Some(wide) = self.wide {
-            return self.emit_wide(e, wide, begin, end);
+            return self.emit_wide(e, wide, begin, end, arenas);
         }
         // `end` is a count, never negative: this is the barrier's always-true condition.
         let always = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, end, 0);
@@ -1555,7 +1592,7 @@ impl Kernel for Gemm {
             e.for_range(begin, hi, chunk, |e, lo| {
                 let c_end = e.b.ins().iadd_imm_s(lo, chunk);
                 let c_end = e.b.ins().smin(c_end, hi);
-                self.emit_blocks(e, always, RowBlocks::Range(lo, c_end));
+                self.emit_blocks(e, always, RowBlocks::Range(lo, c_end), arenas);
             });
         }
         if short > 0 {
@@ -1565,7 +1602,7 @@ impl Kernel for Gemm {
                 p0: m - short,
                 rows: short,
             };
-            e.if_then(last, |e| self.emit_blocks(e, always, blocks));
+            e.if_then(last, |e| self.emit_blocks(e, always, blocks, arenas));
         }
     }
 }
