@@ -1166,7 +1166,8 @@ impl Gemm {
     ///   small K (16-32) was 10-20% of a 12-row call, so the wide path keeps the chunk's
     ///   cache bounds but takes up to 16 blocks per call;
     /// - every chunk reads all the weights again, from L3 or memory once they are large (256 KiB
-    ///   or more): then one chunk takes all rows if their input fits in 256 KiB, and otherwise
+    ///   or more): then one chunk takes all rows (with the last, partial block) if their input
+    ///   fits in 256 KiB, and otherwise
     ///   chunks grow up to 128 KiB of input rows (at most 256 rows).
     ///
     /// The full blocks are then shared out evenly, so that no chunk reads all the weights for
@@ -1180,11 +1181,12 @@ impl Gemm {
         if weight_bytes <= 32 * 1024 {
             rows = if self.wide.is_some() { rows.min(16 * mr) } else { mr };
         } else if weight_bytes >= 256 * 1024 {
-            rows = if self.rows() * row_in <= 256 * 1024 {
-                self.rows()
-            } else {
-                rows.max((128 * 1024 / row_in).min(256))
-            };
+            if self.rows() * row_in <= 256 * 1024 {
+                // All rows, the last partial block included: a chunk of its few rows alone
+                // would read all the weights again.
+                return self.rows().div_ceil(mr) as i64;
+            }
+            rows = rows.max((128 * 1024 / row_in).min(256));
         }
         let blocks = (rows / mr).max(1);
         let full = (self.rows() / mr).max(1);
@@ -1192,10 +1194,25 @@ impl Gemm {
         full.div_ceil(chunks) as i64
     }
 
-    /// The loop nest of the wide path: items are blocks of [`Wide::mr`] rows; the rows of items
-    /// `begin..end` are walked in chunks, and per chunk, group and panel one call of the
-    /// micro-kernel computes the chunk's rows of that panel (the narrow last panel of a group
-    /// with its valid column count).
+    /// Whether the work items are weight panels rather than blocks of rows: on the wide path,
+    /// when the weights are large (256 KiB or more) and the input rows small enough to be read in
+    /// one chunk (see [`Gemm::chunk_blocks`]), as in the 7x7 layers and the classifiers. Split by
+    /// rows, every thread would read all the weights (from memory: they are not in cache when
+    /// the layer starts); split by panels, each reads its share, and a layer of one row (a
+    /// classifier) can use more than one thread. One thread makes the same calls either way.
+    fn by_panels(&self) -> bool {
+        let weight_bytes = self.groups * self.panels() * self.k * self.nr() * 4;
+        self.wide.is_some()
+            && self.groups == 1
+            && self.panels() >= 2
+            && weight_bytes >= 256 * 1024
+            && self.rows() * self.k * 4 <= 256 * 1024
+    }
+
+    /// The loop nest of the wide path: items are blocks of [`Wide::mr`] rows (or panels, see
+    /// [`Gemm::by_panels`]); the rows of items `begin..end` are walked in chunks, and per chunk,
+    /// group and panel one call of the micro-kernel computes the chunk's rows of that panel (the
+    /// narrow last panel of a group with its valid column count).
     fn emit_wide(&self, e: &mut Emit, wide: Wide, begin: Value, end: Value, arenas: Arenas) {
         let f = e.host(wide.host());
         let (nr, mr) = (wide.nr() as i64, wide.mr() as i64);
@@ -1204,10 +1221,15 @@ impl Gemm {
         let panels = self.panels();
         let (full, tail) = (self.n as i64 / nr, self.n as i64 % nr);
         let panel_floats = self.k as i64 * nr;
-        let lo = e.b.ins().imul_imm_s(begin, mr);
-        let hi = e.b.ins().imul_imm_s(end, mr);
-        let m_v = e.int(m);
-        let hi = e.b.ins().smin(hi, m_v);
+        let by_panels = self.by_panels();
+        let (lo, hi) = if by_panels {
+            (e.int(0), e.int(m))
+        } else {
+            let lo = e.b.ins().imul_imm_s(begin, mr);
+            let hi = e.b.ins().imul_imm_s(end, mr);
+            let m_v = e.int(m);
+            (lo, e.b.ins().smin(hi, m_v))
+        };
         let (act, slope) = match self.act {
             None => (avx2::ACT_NONE, 0.0),
             Some(Activation::Relu) => (avx2::ACT_RELU, 0.0),
@@ -1285,6 +1307,21 @@ impl Gemm {
                     ];
                     e.b.ins().call(f, &args);
                 };
+                if by_panels {
+                    // Items are panels: the full ones in `begin..end`, then the narrow last one
+                    // when `end` covers it.
+                    let full_v = e.int(full);
+                    let last = e.b.ins().smin(end, full_v);
+                    e.for_range(begin, last, 1, |e, j| call(e, j, nr));
+                    if tail > 0 {
+                        let covered = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, end, full);
+                        e.if_then(covered, |e| {
+                            let j = e.int(full);
+                            call(e, j, tail);
+                        });
+                    }
+                    continue;
+                }
                 match full {
                     0 => {}
                     1 => {
@@ -1555,11 +1592,19 @@ impl Gemm {
 
 impl Kernel for Gemm {
     fn items(&self) -> usize {
-        self.rows().div_ceil(self.mr())
+        if self.by_panels() {
+            self.panels()
+        } else {
+            self.rows().div_ceil(self.mr())
+        }
     }
 
     fn work_per_item(&self) -> usize {
-        self.mr() * self.k * self.n * self.groups
+        if self.by_panels() {
+            self.rows() * self.k * self.nr()
+        } else {
+            self.mr() * self.k * self.n * self.groups
+        }
     }
 
     fn host_fns(&self) -> Vec<&'static HostFn> {
