@@ -66,6 +66,8 @@ const ACT_NONE: i64 = 0;
 const ACT_RELU: i64 = 1;
 const ACT_RELU6: i64 = 2;
 const ACT_LEAKY: i64 = 3;
+/// The epilogue parameter of a row function's tiles that follows the geometry at run time.
+const ANY_EPILOGUE: i64 = -1;
 
 /// What the row function needs to know about a convolution, packed with its weights as the bit
 /// patterns of `i64` words (see [`Geometry::words`]). Offsets are elements of the packed weights
@@ -457,6 +459,22 @@ mod x86 {
                 residual: *const f32,
             ) {
                 let r = Row::new(geometry, weights, input, y, out, residual);
+                // Without a residual or an affine, and with one of the common activations, the
+                // tiles' epilogue is resolved at compile time (with a run-time epilogue of a few
+                // tests per vector, a 3x3 stem over 3 channels ran 20-30% slower).
+                let plain = r.residual.is_null() && r.scale.is_null();
+                match (plain, r.g.act) {
+                    (true, ACT_NONE) => blocks::<ACT_NONE>(&r, weights),
+                    (true, ACT_RELU) => blocks::<ACT_RELU>(&r, weights),
+                    (true, ACT_RELU6) => blocks::<ACT_RELU6>(&r, weights),
+                    _ => blocks::<ANY_EPILOGUE>(&r, weights),
+                }
+            }
+
+            /// Every channel block of the row; `EPI`: the activation of a plain epilogue, or
+            /// [`ANY_EPILOGUE`].
+            #[target_feature(enable = $features)]
+            unsafe fn blocks<const EPI: i64>(r: &Row, weights: *const f32) {
                 let g = &r.g;
                 let k = (g.kh * g.kw * g.cin).max(0) as usize;
                 let block = (LANES * MAX_VECTORS) as i64;
@@ -466,8 +484,8 @@ mod x86 {
                     let lanes = (g.cout - c0).min(block);
                     let vectors = (lanes as usize).div_ceil(LANES);
                     match vectors {
-                        $($nv => block_tiles::<$nv>(&r, w, c0, lanes),)*
-                        _ => block_tiles::<MAX_VECTORS>(&r, w, c0, lanes),
+                        $($nv => block_tiles::<$nv, EPI>(r, w, c0, lanes),)*
+                        _ => block_tiles::<MAX_VECTORS, EPI>(r, w, c0, lanes),
                     }
                     w = w.wrapping_add(k * vectors * LANES);
                     c0 += block;
@@ -476,18 +494,18 @@ mod x86 {
 
             /// The tiles of one channel block across the row.
             #[target_feature(enable = $features)]
-            unsafe fn block_tiles<const NV: usize>(r: &Row, w: *const f32, c0: i64, lanes: i64) {
+            unsafe fn block_tiles<const NV: usize, const EPI: i64>(r: &Row, w: *const f32, c0: i64, lanes: i64) {
                 let mut x0 = 0i64;
                 for np in tiles(r.g.out_w.max(0) as usize, pixels(LANES, NV)) {
                     match np {
-                        1 => tile::<NV, 1>(r, w, x0, c0, lanes),
-                        2 => tile::<NV, 2>(r, w, x0, c0, lanes),
-                        3 => tile::<NV, 3>(r, w, x0, c0, lanes),
-                        4 => tile::<NV, 4>(r, w, x0, c0, lanes),
-                        5 => tile::<NV, 5>(r, w, x0, c0, lanes),
-                        6 => tile::<NV, 6>(r, w, x0, c0, lanes),
-                        7 => tile::<NV, 7>(r, w, x0, c0, lanes),
-                        _ => tile::<NV, 8>(r, w, x0, c0, lanes),
+                        1 => tile::<NV, 1, EPI>(r, w, x0, c0, lanes),
+                        2 => tile::<NV, 2, EPI>(r, w, x0, c0, lanes),
+                        3 => tile::<NV, 3, EPI>(r, w, x0, c0, lanes),
+                        4 => tile::<NV, 4, EPI>(r, w, x0, c0, lanes),
+                        5 => tile::<NV, 5, EPI>(r, w, x0, c0, lanes),
+                        6 => tile::<NV, 6, EPI>(r, w, x0, c0, lanes),
+                        7 => tile::<NV, 7, EPI>(r, w, x0, c0, lanes),
+                        _ => tile::<NV, 8, EPI>(r, w, x0, c0, lanes),
                     }
                     x0 += np as i64;
                 }
@@ -522,8 +540,16 @@ mod x86 {
             }
 
             /// Output pixels `x0..x0 + NP` of the row, channels `c0..c0 + lanes` (`NV` vectors).
+            /// `EPI`: the activation when the epilogue is plain (no residual, no affine), or
+            /// [`ANY_EPILOGUE`]; both compute the same values.
             #[target_feature(enable = $features)]
-            unsafe fn tile<const NV: usize, const NP: usize>(r: &Row, w: *const f32, x0: i64, c0: i64, lanes: i64) {
+            unsafe fn tile<const NV: usize, const NP: usize, const EPI: i64>(
+                r: &Row,
+                w: *const f32,
+                x0: i64,
+                c0: i64,
+                lanes: i64,
+            ) {
                 let g = &r.g;
                 let c0u = c0 as usize;
                 let mut acc = [[zero(); NV]; NP];
@@ -577,6 +603,26 @@ mod x86 {
                         }
                     }
                 }
+                if EPI != ANY_EPILOGUE {
+                    for (p, a) in acc.iter().enumerate() {
+                        let x = (x0 + p as i64) as usize;
+                        let out = r.out.add(x * g.out_stride as usize + c0u);
+                        for (v, &value) in a.iter().enumerate() {
+                            let value = match EPI {
+                                ACT_RELU => max(value, zero()),
+                                ACT_RELU6 => min(max(value, zero()), splat(6.0)),
+                                _ => value,
+                            };
+                            let valid = (lanes - (v * LANES) as i64).clamp(0, LANES as i64) as usize;
+                            if valid == LANES {
+                                store(out.add(v * LANES), value);
+                            } else {
+                                store_masked(out.add(v * LANES), mask(valid), value);
+                            }
+                        }
+                    }
+                    return;
+                }
                 let act = g.act;
                 let slope = splat(f32::from_bits(g.slope as u32));
                 for (p, a) in acc.iter().enumerate() {
@@ -615,7 +661,7 @@ mod x86 {
 
     /// AVX-512F: 16 lanes, blocks of four zmm vectors.
     pub mod avx512 {
-        use super::super::{pixels, tiles, ACT_LEAKY, ACT_RELU, ACT_RELU6};
+        use super::super::{pixels, tiles, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6, ANY_EPILOGUE};
         use super::Row;
         use std::arch::x86_64::*;
 
@@ -697,7 +743,7 @@ mod x86 {
 
     /// AVX2 + FMA: 8 lanes, blocks of two ymm vectors.
     pub mod avx2 {
-        use super::super::{pixels, tiles, ACT_LEAKY, ACT_RELU, ACT_RELU6};
+        use super::super::{pixels, tiles, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6, ANY_EPILOGUE};
         use super::Row;
         use std::arch::x86_64::*;
 
