@@ -162,11 +162,11 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     };
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
-    // The common calls (columns stored contiguously, no affine, no leaky slope) take tiles
-    // whose epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of
+    // The common calls (no affine, no leaky slope, no residual read through an offset table)
+    // take tiles whose epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of
     // branches per row and half cost as much as the FMAs. A panel of at most 8 valid columns
     // (the narrow last panel of 24 or 40 channels) is computed one vector wide, in taller tiles.
-    let plain = ep.scatter.is_none() && (scale.is_null() || shift.is_null());
+    let plain = (ep.scatter.is_none() || ep.res.is_null()) && (scale.is_null() || shift.is_null());
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
     let half = cols <= 8;
@@ -303,9 +303,10 @@ unsafe fn store_first(p: *mut f32, n: usize, v: __m256) {
     }
 }
 
-/// One tile of `R` rows x 16 columns. With `PLAIN`, the call stores whole panels contiguously
-/// without an affine, the epilogue is `ACT` (after the residual when `RES`) and it is unrolled
-/// with no run-time test; otherwise the epilogue follows `ep`. Both compute the same values.
+/// One tile of `R` rows x 16 columns (8 when `NV` is 1). With `PLAIN` the call has no affine,
+/// the epilogue is `ACT` (after the residual when `RES`, which then is contiguous) and it is
+/// unrolled with no run-time test but the store's; otherwise the epilogue follows `ep`. Both
+/// compute the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -371,7 +372,18 @@ unsafe fn tile<
                     ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
                     _ => v,
                 };
-                store_first(out.wrapping_add(8 * h), valid, v);
+                match &ep.scatter {
+                    None => store_first(out.wrapping_add(8 * h), valid, v),
+                    Some(at) => {
+                        let mut lanes = [0.0f32; 8];
+                        let mut slots = [0u32; 8];
+                        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+                        _mm256_storeu_si256(slots.as_mut_ptr() as *mut __m256i, at[0][h]);
+                        for l in 0..valid {
+                            *out.add(slots[l] as usize) = lanes[l];
+                        }
+                    }
+                }
             }
         }
         return;
