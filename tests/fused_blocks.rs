@@ -48,12 +48,7 @@ fn check(c: &netc::Compiled, what: &str) -> usize {
         for (e, f) in expected.iter().zip(&one) {
             assert_eq!(e.shape, f.shape);
             let scale = e.max_abs().max(1.0);
-            let err = e
-                .data
-                .iter()
-                .zip(&f.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let err = e.max_abs_diff(f);
             assert!(
                 err / scale <= TOLERANCE,
                 "{what} {isa:?}: max error {err} (scale {scale})"

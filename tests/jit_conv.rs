@@ -144,12 +144,7 @@ fn compare_with_reference(src: &str, batch: usize, isas: &[netc::codegen::Isa]) 
         for (e, f) in expected.iter().zip(&one) {
             prop_assert_eq!(&e.shape, &f.shape);
             let scale = e.max_abs().max(1.0);
-            let err = e
-                .data
-                .iter()
-                .zip(&f.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let err = e.max_abs_diff(f);
             prop_assert!(
                 err / scale <= TOLERANCE,
                 "max error {} (scale {}) at {:?} for\n{}",

@@ -20,12 +20,7 @@ fn check(file: &str, overrides: &[(&str, &str)], batch: usize) {
     for (e, f) in expected.iter().zip(&one) {
         assert_eq!(e.shape, f.shape);
         let scale = e.max_abs().max(1.0);
-        let err = e
-            .data
-            .iter()
-            .zip(&f.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = e.max_abs_diff(f);
         assert!(
             err / scale <= TOLERANCE,
             "{file} {overrides:?}: max error {err} (scale {scale})"

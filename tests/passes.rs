@@ -50,12 +50,7 @@ fn check_numerics(c: &netc::Compiled) {
     for (e, f) in expected.iter().zip(&one) {
         assert_eq!(e.shape, f.shape);
         let scale = e.max_abs().max(1.0);
-        let err = e
-            .data
-            .iter()
-            .zip(&f.data)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = e.max_abs_diff(f);
         assert!(err / scale <= 1e-4, "max error {err} (scale {scale})");
     }
     assert_eq!(one, exe.run(&x, 2).unwrap(), "1 and 2 threads differ");

@@ -45,6 +45,16 @@ impl Tensor {
         })
     }
 
+    /// Largest absolute difference from `other`, element by element (0 for empty tensors; a NaN
+    /// difference is skipped, as `f32::max` does). Compares the common prefix of the two.
+    pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    }
+
     pub fn all_finite(&self) -> bool {
         self.data.iter().all(|v| v.is_finite())
     }
