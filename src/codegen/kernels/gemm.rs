@@ -1175,13 +1175,13 @@ impl Gemm {
     fn chunk_blocks(&self) -> i64 {
         let row_in = (self.k * 4).max(1);
         let row_out = (self.n * self.groups * 4).max(1);
-        let weight_bytes = self.groups * self.panels() * self.k * self.nr() * 4;
+        let weight_bytes = self.weight_bytes();
         let mr = self.mr();
         let mut rows = (96 * 1024 / row_in).min(48 * 1024 / row_out);
         if weight_bytes <= 32 * 1024 {
             rows = if self.wide.is_some() { rows.min(16 * mr) } else { mr };
         } else if weight_bytes >= 256 * 1024 {
-            if self.rows() * row_in <= 256 * 1024 {
+            if self.one_chunk() {
                 // All rows, the last partial block included: a chunk of its few rows alone
                 // would read all the weights again.
                 return self.rows().div_ceil(mr) as i64;
@@ -1201,12 +1201,22 @@ impl Gemm {
     /// the layer starts); split by panels, each reads its share, and a layer of one row (a
     /// classifier) can use more than one thread. One thread makes the same calls either way.
     fn by_panels(&self) -> bool {
-        let weight_bytes = self.groups * self.panels() * self.k * self.nr() * 4;
         self.wide.is_some()
             && self.groups == 1
             && self.panels() >= 2
-            && weight_bytes >= 256 * 1024
-            && self.rows() * self.k * 4 <= 256 * 1024
+            && self.weight_bytes() >= 256 * 1024
+            && self.one_chunk()
+    }
+
+    /// Bytes of the packed weights.
+    fn weight_bytes(&self) -> usize {
+        self.groups * self.panels() * self.k * self.nr() * 4
+    }
+
+    /// Whether the input rows are few enough (256 KiB) to be read in one chunk when the weights
+    /// are large.
+    fn one_chunk(&self) -> bool {
+        self.rows() * self.k * 4 <= 256 * 1024
     }
 
     /// The loop nest of the wide path: items are blocks of [`Wide::mr`] rows (or panels, see
