@@ -108,15 +108,18 @@ impl Executable {
             .collect())
     }
 
+    /// Writes the NCHW input into its NHWC buffer, pixel by pixel: each arena line is written
+    /// once, while the `c` input planes are read as `c` sequential streams.
     fn write_input(&mut self, x: &Tensor) {
         let b = self.input;
-        let (h, w, c) = (b.h, b.w, b.c);
+        let (hw, c) = (b.h * b.w, b.c);
         for n in 0..b.n {
-            for ch in 0..c {
-                for y in 0..h {
-                    for xx in 0..w {
-                        self.arena[b.at(n, y, xx) + ch] = x.data[((n * c + ch) * h + y) * w + xx];
-                    }
+            let planes = &x.data[n * c * hw..(n + 1) * c * hw];
+            let start = b.at(n, 0, 0);
+            let pixels = self.arena[start..start + hw * b.stride].chunks_exact_mut(b.stride);
+            for (p, pixel) in pixels.enumerate() {
+                for (ch, v) in pixel[..c].iter_mut().enumerate() {
+                    *v = planes[ch * hw + p];
                 }
             }
         }
@@ -163,16 +166,16 @@ impl Executable {
     }
 }
 
-/// Reads an NHWC buffer back as an NCHW (or NF) tensor.
+/// Reads an NHWC buffer back as an NCHW (or NF) tensor, pixel by pixel.
 fn read(arena: &[f32], b: &Buf, shape: &[usize]) -> Tensor {
     let mut out = Tensor::zeros(shape);
-    let (h, w, c) = (b.h, b.w, b.c);
+    let (hw, c) = (b.h * b.w, b.c);
     for n in 0..b.n {
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    out.data[((n * c + ch) * h + y) * w + x] = arena[b.at(n, y, x) + ch];
-                }
+        let planes = &mut out.data[n * c * hw..(n + 1) * c * hw];
+        let start = b.at(n, 0, 0);
+        for (p, pixel) in arena[start..start + hw * b.stride].chunks_exact(b.stride).enumerate() {
+            for (ch, &v) in pixel[..c].iter().enumerate() {
+                planes[ch * hw + p] = v;
             }
         }
     }
