@@ -1,11 +1,13 @@
-//! The wide (AVX-512 and AVX2) direct convolution against the reference interpreter and against
-//! the f32x4 baseline kernel: random dense layers compiled as networks on every instruction set
+//! The wide (AVX-512 and AVX2) direct convolution, and the AVX2 depthwise convolution, against
+//! the reference interpreter and against the f32x4 baseline kernels: random dense layers compiled as networks on every instruction set
 //! this CPU runs (kernels 1-7 including rectangular ones, strides 1-3, paddings, dilation,
 //! channel counts off the vector widths, batch > 1, a fused residual, outputs that are halves of a
 //! concat), and random kernels built directly on channel slices of wider buffers, with every
 //! epilogue, checked for their values, for leaving everything outside the output untouched and
 //! for giving bit-identical results however their rows are split.
 
+use netc::codegen::kernels::depthwise::Depthwise;
+use netc::codegen::kernels::depthwise_wide::DepthwiseWide;
 use netc::codegen::kernels::direct::Direct;
 use netc::codegen::kernels::direct_wide::{tiles, DirectWide};
 use netc::codegen::kernels::window::Epilogue;
@@ -270,9 +272,11 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
     input::random(&[len], seed).data.iter().map(|v| v * 2.0).collect()
 }
 
-/// A dense convolution on channel slices of wider buffers.
+/// A dense (or depthwise) convolution on channel slices of wider buffers.
 #[derive(Clone, Debug)]
 struct SliceCase {
+    /// A depthwise convolution over `cin` channels (`cout` is ignored).
+    depthwise: bool,
     cin: usize,
     cout: usize,
     h: usize,
@@ -318,6 +322,7 @@ fn slice_case() -> impl Strategy<Value = SliceCase> {
                 splits,
             )| {
                 SliceCase {
+                    depthwise: false,
                     cin,
                     cout,
                     h,
@@ -355,8 +360,9 @@ impl SliceCase {
         ) else {
             return;
         };
+        let cout = if self.depthwise { self.cin } else { self.cout };
         let c = Conv {
-            out_channels: self.cout,
+            out_channels: cout,
             kernel: Hw(self.kernel.0, self.kernel.1),
             stride: Hw(self.stride.0, self.stride.1),
             pad: Pad {
@@ -366,13 +372,13 @@ impl SliceCase {
                 right: r,
             },
             dilation: Hw(self.dilation.0, self.dilation.1),
-            groups: 1,
+            groups: if self.depthwise { self.cin } else { 1 },
             bias: self.bias,
         };
         let shapes = [
             (self.batch, self.h, self.w, self.cin),
-            (self.batch, oh, ow, self.cout),
-            (self.batch, oh, ow, self.cout),
+            (self.batch, oh, ow, cout),
+            (self.batch, oh, ow, cout),
         ];
         let mut offset = 3;
         let bufs: Vec<Buf> = shapes
@@ -393,9 +399,10 @@ impl SliceCase {
             })
             .collect();
         let (input, out, residual) = (bufs[0], bufs[1], bufs[2]);
-        let weight = values(self.cout * self.cin * self.kernel.0 * self.kernel.1, 1);
-        let bias = values(self.cout, 2);
-        let (scale, shift) = (values(self.cout, 3), values(self.cout, 4));
+        let per_output = if self.depthwise { 1 } else { self.cin };
+        let weight = values(cout * per_output * self.kernel.0 * self.kernel.1, 1);
+        let bias = values(cout, 2);
+        let (scale, shift) = (values(cout, 3), values(cout, 4));
         let bias = self.bias.then_some(bias.as_slice());
         let post = self.post.then_some((scale.as_slice(), shift.as_slice()));
         let ep = Epilogue {
@@ -404,12 +411,32 @@ impl SliceCase {
         };
         let src = values(offset, 5);
         let mut pack = Packer::default();
-        let baseline = Direct::new(&c, input, out, &weight, bias, ep, post, &mut pack);
-        let want = run(&baseline, &pack, &src, &[]);
+        let want = if self.depthwise {
+            run(
+                &Depthwise::new(&c, input, out, &weight, bias, ep, post, &mut pack),
+                &pack,
+                &src,
+                &[],
+            )
+        } else {
+            run(
+                &Direct::new(&c, input, out, &weight, bias, ep, post, &mut pack),
+                &pack,
+                &src,
+                &[],
+            )
+        };
         for level in wide_levels() {
-            let wide = DirectWide::new(&c, input, out, &weight, bias, ep, post, &mut pack, level);
-            let whole = run(&wide, &pack, &src, &[]);
-            let parts = run(&wide, &pack, &src, &self.splits);
+            // The depthwise row function is AVX2 on every wide level.
+            let wide: Box<dyn Kernel> = if self.depthwise {
+                Box::new(DepthwiseWide::new(&c, input, out, &weight, bias, ep, post, &mut pack))
+            } else {
+                Box::new(DirectWide::new(
+                    &c, input, out, &weight, bias, ep, post, &mut pack, level,
+                ))
+            };
+            let whole = run(wide.as_ref(), &pack, &src, &[]);
+            let parts = run(wide.as_ref(), &pack, &src, &self.splits);
             assert_eq!(
                 whole, parts,
                 "{self:?} ({level:?}): splitting the rows changed the result"
@@ -452,6 +479,50 @@ proptest! {
     fn wide_matches_baseline_on_channel_slices(case in slice_case()) {
         case.check();
     }
+
+    #[test]
+    fn depthwise_wide_matches_baseline_on_channel_slices(case in slice_case()) {
+        SliceCase { depthwise: true, ..case }.check();
+    }
+}
+
+/// The depthwise row function at every channel count around the vector width (the masked last
+/// block), every row width around its tiles of 4 and 6 pixels, strides 1 and 2, kernel widths
+/// with a compile-time (1, 3, 5) and a run-time (2, 7) unrolling, and every epilogue part.
+#[test]
+fn depthwise_channel_and_pixel_tails() {
+    for cin in [1, 3, 7, 8, 9, 15, 16, 17, 58, 60] {
+        for w in [1, 2, 5, 6, 7, 8, 9, 13, 14, 17] {
+            for (kernel, stride, pad) in [
+                ((3, 3), (1, 1), [1, 1, 1, 1]),
+                ((3, 3), (2, 2), [0, 1, 0, 1]),
+                ((1, 5), (1, 1), [0, 0, 2, 2]),
+                ((3, 1), (1, 1), [1, 1, 0, 0]),
+                ((2, 2), (1, 2), [1, 0, 1, 0]),
+                ((7, 7), (1, 1), [3, 3, 3, 3]),
+            ] {
+                SliceCase {
+                    depthwise: true,
+                    cin,
+                    cout: cin,
+                    h: 4,
+                    w,
+                    kernel,
+                    stride,
+                    dilation: (1, 1),
+                    pad,
+                    batch: 1,
+                    act: (cin + w) % 4,
+                    bias: w % 2 == 0,
+                    post: cin % 2 == 1,
+                    residual: stride == (1, 1) && kernel.0 % 2 == 1 && kernel.1 % 2 == 1 && w > 5,
+                    extra: [(0, 0), (1, 2), (2, 0)],
+                    splits: vec![1],
+                }
+                .check();
+            }
+        }
+    }
 }
 
 /// Every output channel count around the block and vector widths (the masked last vector and
@@ -461,6 +532,7 @@ fn channel_and_pixel_tails() {
     for cout in [1, 7, 8, 9, 15, 16, 17, 31, 33, 47, 48, 49, 63, 64, 65, 96, 130] {
         for w in [1, 5, 6, 7, 8, 9, 13, 17] {
             SliceCase {
+                depthwise: false,
                 cin: 5,
                 cout,
                 h: 3,

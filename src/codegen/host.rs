@@ -47,4 +47,5 @@ pub static ALL: &[&HostFn] = &[
     &kernels::avx512::GEMM,
     &kernels::direct_wide::AVX512,
     &kernels::direct_wide::AVX2,
+    &kernels::depthwise_wide::AVX2,
 ];

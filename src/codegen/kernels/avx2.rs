@@ -280,7 +280,7 @@ unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn store_first(p: *mut f32, n: usize, v: __m256) {
+pub(super) unsafe fn store_first(p: *mut f32, n: usize, v: __m256) {
     if n >= 8 {
         _mm256_storeu_ps(p, v);
         return;

@@ -37,7 +37,6 @@
 //! most [`SLOTS`]. The scratch buffer (`slots` regions) is what the memory planner reserves for
 //! the node while it runs.
 
-use super::depthwise::Depthwise;
 use super::gemm::{Arenas, Gemm, GemmSpec};
 use super::window::{if_else, Epilogue};
 use super::{Kernel, Packer};
@@ -202,7 +201,7 @@ pub struct FusedBlock {
     /// Expansion of the first `carry` ring rows of an item, and of the new rows of every band.
     expand_first: Option<Gemm>,
     expand_next: Option<Gemm>,
-    depthwise: Depthwise,
+    depthwise: Box<dyn Kernel>,
     /// The projection of a band, and of a shorter last band.
     project: Gemm,
     project_last: Option<Gemm>,
@@ -287,7 +286,8 @@ impl FusedBlock {
             ..d.conv.clone()
         };
         let dw_out = rows_buf(dw, g.band, g.w_out, g.hid);
-        let depthwise = Depthwise::new(
+        let depthwise = super::depthwise(
+            isa,
             &conv,
             rows_buf(ring, l, g.w_in, g.hid),
             dw_out,
@@ -465,7 +465,7 @@ impl Kernel for FusedBlock {
                 e.for_range(lo, hi, 1, |e, b| {
                     let y0 = e.b.ins().imul_imm_s(b, band);
                     self.fill(e, region, image, y0, carry, l - carry);
-                    Self::run_in(e, region, &self.depthwise);
+                    Self::run_in(e, region, self.depthwise.as_ref());
                     let out = Self::row_addr(e, &self.out, image, y0);
                     let res = match &self.residual {
                         Some(r) => Self::row_addr(e, r, image, y0),

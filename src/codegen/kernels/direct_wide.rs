@@ -62,12 +62,12 @@ use crate::codegen::Level;
 use crate::ir::op::{Activation, Conv};
 use cranelift_codegen::ir::{InstBuilder, Value};
 
-const ACT_NONE: i64 = 0;
-const ACT_RELU: i64 = 1;
-const ACT_RELU6: i64 = 2;
+pub(super) const ACT_NONE: i64 = 0;
+pub(super) const ACT_RELU: i64 = 1;
+pub(super) const ACT_RELU6: i64 = 2;
 const ACT_LEAKY: i64 = 3;
 /// The epilogue parameter of a row function's tiles that follows the geometry at run time.
-const ANY_EPILOGUE: i64 = -1;
+pub(super) const ANY_EPILOGUE: i64 = -1;
 
 /// What the row function needs to know about a convolution, packed with its weights as the bit
 /// patterns of `i64` words (see [`Geometry::words`]). Offsets are elements of the packed weights
@@ -137,9 +137,41 @@ impl Geometry {
         ]
     }
 
+    /// The shapes, strides and epilogue of convolution `c` from `input` to `out`; the packed
+    /// offsets are left at zero.
+    pub(super) fn of(c: &Conv, input: &Buf, out: &Buf, epilogue: &Epilogue) -> Geometry {
+        let (act, slope) = match epilogue.act {
+            None => (ACT_NONE, 0.0f32),
+            Some(Activation::Relu) => (ACT_RELU, 0.0),
+            Some(Activation::Relu6) => (ACT_RELU6, 0.0),
+            Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
+        };
+        Geometry {
+            in_h: input.h as i64,
+            in_w: input.w as i64,
+            in_stride: input.stride as i64,
+            cin: input.c as i64,
+            kh: c.kernel.0 as i64,
+            kw: c.kernel.1 as i64,
+            sh: c.stride.0 as i64,
+            sw: c.stride.1 as i64,
+            dh: c.dilation.0 as i64,
+            dw: c.dilation.1 as i64,
+            pad_top: c.pad.top as i64,
+            pad_left: c.pad.left as i64,
+            out_w: out.w as i64,
+            out_stride: out.stride as i64,
+            cout: out.c as i64,
+            res_stride: epilogue.residual.map_or(0, |r| r.stride as i64),
+            act,
+            slope: i64::from(slope.to_bits()),
+            ..Geometry::default()
+        }
+    }
+
     /// The geometry as packed data: each field's little-endian bytes as two `f32` bit patterns,
     /// which is how the `#[repr(C)]` struct lies in memory on x86-64.
-    fn words(&self) -> Vec<f32> {
+    pub(super) fn words(&self) -> Vec<f32> {
         self.fields()
             .iter()
             .flat_map(|v| {
@@ -266,37 +298,14 @@ impl DirectWide {
         });
         let post_at = pack_post(post, cout, padded, pack);
         let zero = pack.push(&vec![0.0; cin.max(1)]);
-        let (act, slope) = match epilogue.act {
-            None => (ACT_NONE, 0.0f32),
-            Some(Activation::Relu) => (ACT_RELU, 0.0),
-            Some(Activation::Relu6) => (ACT_RELU6, 0.0),
-            Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
-        };
         let offset = |o: Option<usize>| o.map_or(-1, |o| o as i64);
         let g = Geometry {
-            in_h: input.h as i64,
-            in_w: input.w as i64,
-            in_stride: input.stride as i64,
-            cin: cin as i64,
-            kh: kh as i64,
-            kw: kw as i64,
-            sh: c.stride.0 as i64,
-            sw: c.stride.1 as i64,
-            dh: c.dilation.0 as i64,
-            dw: c.dilation.1 as i64,
-            pad_top: c.pad.top as i64,
-            pad_left: c.pad.left as i64,
-            out_w: out.w as i64,
-            out_stride: out.stride as i64,
-            cout: cout as i64,
-            res_stride: epilogue.residual.map_or(0, |r| r.stride as i64),
-            act,
-            slope: i64::from(slope.to_bits()),
             weights: weights as i64,
             bias: offset(bias),
             post: offset(post_at),
             post_stride: padded as i64,
             zero: zero as i64,
+            ..Geometry::of(c, &input, &out, &epilogue)
         };
         let geometry = pack.push(&g.words());
         DirectWide {
@@ -320,24 +329,13 @@ impl Kernel for DirectWide {
     }
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
-        let f = e.host(self.wide.host);
-        let oh = self.out.h as i64;
-        let image = (self.input.h * self.input.w * self.input.stride * 4) as i64;
-        e.for_range(begin, end, 1, |e, item| {
-            let n = e.b.ins().sdiv_imm_s(item, oh);
-            let y = e.b.ins().srem_imm_s(item, oh);
-            let at = e.b.ins().imul_imm_s(n, image);
-            let input = e.b.ins().iadd(e.arena, at);
-            let input = e.b.ins().iadd_imm_s(input, self.input.offset as i64 * 4);
-            let out = pixel_row(e, &self.out, item);
-            let residual = match self.residual {
-                Some(r) => pixel_row(e, &r, item),
-                None => e.int(0),
-            };
-            let geometry = e.b.ins().iadd_imm_s(e.weights, self.geometry as i64 * 4);
-            let weights = e.weights;
-            e.b.ins().call(f, &[geometry, weights, input, y, out, residual]);
-        });
+        call_rows(
+            e,
+            (begin, end),
+            self.wide.host,
+            (&self.input, &self.out, self.residual),
+            self.geometry,
+        );
     }
 
     fn host_fns(&self) -> Vec<&'static HostFn> {
@@ -345,7 +343,38 @@ impl Kernel for DirectWide {
     }
 }
 
-const ROW_PARAMS: &[Ty] = &[Ty::Ptr, Ty::Ptr, Ty::Ptr, Ty::I64, Ty::Ptr, Ty::Ptr];
+/// Emits a call of the row function `host` for each output row `begin..end` of a convolution
+/// from `input` to `out` (with `residual`) whose geometry is packed at `geometry` (see the calling
+/// convention).
+pub(super) fn call_rows(
+    e: &mut Emit,
+    (begin, end): (Value, Value),
+    host: &HostFn,
+    (input, out, residual): (&Buf, &Buf, Option<Buf>),
+    geometry: usize,
+) {
+    let f = e.host(host);
+    let oh = out.h as i64;
+    let image = (input.h * input.w * input.stride * 4) as i64;
+    e.for_range(begin, end, 1, |e, item| {
+        let n = e.b.ins().sdiv_imm_s(item, oh);
+        let y = e.b.ins().srem_imm_s(item, oh);
+        let at = e.b.ins().imul_imm_s(n, image);
+        let input_at = e.b.ins().iadd(e.arena, at);
+        let input_at = e.b.ins().iadd_imm_s(input_at, input.offset as i64 * 4);
+        let out_at = pixel_row(e, out, item);
+        let residual_at = match residual {
+            Some(r) => pixel_row(e, &r, item),
+            None => e.int(0),
+        };
+        let geometry = e.b.ins().iadd_imm_s(e.weights, geometry as i64 * 4);
+        let weights = e.weights;
+        e.b.ins()
+            .call(f, &[geometry, weights, input_at, y, out_at, residual_at]);
+    });
+}
+
+pub(super) const ROW_PARAMS: &[Ty] = &[Ty::Ptr, Ty::Ptr, Ty::Ptr, Ty::I64, Ty::Ptr, Ty::Ptr];
 
 /// The AVX-512F row function.
 pub static AVX512: HostFn = HostFn {
@@ -383,11 +412,11 @@ fn avx2_address() -> Option<*const u8> {
 /// [`row_function`]: each instantiation's module provides `V`, `Mask`, `LANES`, `MAX_VECTORS` and
 /// the vector operations, all compiled for its target features.
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(super) mod x86 {
     use super::Geometry;
 
     /// One output row's pointers and constants, shared by its tiles.
-    pub(super) struct Row {
+    pub(in crate::codegen::kernels) struct Row {
         pub g: Geometry,
         /// Input pixel `(n, 0, 0)`.
         pub input: *const f32,
@@ -406,7 +435,7 @@ mod x86 {
         ///
         /// # Safety
         /// `geometry` points at a packed [`Geometry`] whose offsets lie in `weights`.
-        pub unsafe fn new(
+        pub(in crate::codegen::kernels) unsafe fn new(
             geometry: *const f32,
             weights: *const f32,
             input: *const f32,
@@ -603,57 +632,59 @@ mod x86 {
                         }
                     }
                 }
-                if EPI != ANY_EPILOGUE {
-                    for (p, a) in acc.iter().enumerate() {
-                        let x = (x0 + p as i64) as usize;
-                        let out = r.out.add(x * g.out_stride as usize + c0u);
-                        for (v, &value) in a.iter().enumerate() {
-                            let value = match EPI {
-                                ACT_RELU => max(value, zero()),
-                                ACT_RELU6 => min(max(value, zero()), splat(6.0)),
-                                _ => value,
-                            };
-                            let valid = (lanes - (v * LANES) as i64).clamp(0, LANES as i64) as usize;
-                            if valid == LANES {
-                                store(out.add(v * LANES), value);
-                            } else {
-                                store_masked(out.add(v * LANES), mask(valid), value);
-                            }
-                        }
-                    }
-                    return;
-                }
-                let act = g.act;
-                let slope = splat(f32::from_bits(g.slope as u32));
                 for (p, a) in acc.iter().enumerate() {
                     let x = (x0 + p as i64) as usize;
                     let out = r.out.add(x * g.out_stride as usize + c0u);
                     let res = r.residual.wrapping_add(x * g.res_stride as usize + c0u);
                     for (v, &value) in a.iter().enumerate() {
                         let valid = (lanes - (v * LANES) as i64).clamp(0, LANES as i64) as usize;
-                        let m = mask(valid);
-                        let full = valid == LANES;
-                        let mut value = value;
-                        if !r.residual.is_null() {
-                            let at = res.add(v * LANES);
-                            value = add(value, if full { load(at) } else { load_masked(at, m) });
-                        }
-                        value = match act {
-                            ACT_RELU => max(value, zero()),
-                            ACT_RELU6 => min(max(value, zero()), splat(6.0)),
-                            ACT_LEAKY => leaky(value, slope),
-                            _ => value,
-                        };
-                        if !r.scale.is_null() {
-                            let c = c0u + v * LANES;
-                            value = fma(value, load(r.scale.add(c)), load(r.shift.add(c)));
-                        }
-                        if full {
-                            store(out.add(v * LANES), value);
-                        } else {
-                            store_masked(out.add(v * LANES), m, value);
-                        }
+                        let at = v * LANES;
+                        finish::<EPI>(r, value, out.add(at), res.wrapping_add(at), c0u + at, valid);
                     }
+                }
+            }
+
+            /// Applies the epilogue to `value`, the accumulator of channels `c..c + valid` of one
+            /// output pixel, and stores its valid lanes at `out`; `res` is the residual's matching
+            /// element. `EPI`: the activation when the epilogue is plain (no residual, no affine),
+            /// or [`ANY_EPILOGUE`]; both compute the same values.
+            #[target_feature(enable = $features)]
+            #[inline]
+            pub(in crate::codegen::kernels) unsafe fn finish<const EPI: i64>(
+                r: &Row,
+                value: V,
+                out: *mut f32,
+                res: *const f32,
+                c: usize,
+                valid: usize,
+            ) {
+                let full = valid == LANES;
+                let value = if EPI != ANY_EPILOGUE {
+                    match EPI {
+                        ACT_RELU => max(value, zero()),
+                        ACT_RELU6 => min(max(value, zero()), splat(6.0)),
+                        _ => value,
+                    }
+                } else {
+                    let mut value = value;
+                    if !r.residual.is_null() {
+                        value = add(value, if full { load(res) } else { load_masked(res, mask(valid)) });
+                    }
+                    value = match r.g.act {
+                        ACT_RELU => max(value, zero()),
+                        ACT_RELU6 => min(max(value, zero()), splat(6.0)),
+                        ACT_LEAKY => leaky(value, splat(f32::from_bits(r.g.slope as u32))),
+                        _ => value,
+                    };
+                    if !r.scale.is_null() {
+                        value = fma(value, load(r.scale.add(c)), load(r.shift.add(c)));
+                    }
+                    value
+                };
+                if full {
+                    store(out, value);
+                } else {
+                    store_first(out, valid, value);
                 }
             }
         };
@@ -732,10 +763,11 @@ mod x86 {
         unsafe fn load_masked(p: *const f32, m: Mask) -> V {
             _mm512_maskz_loadu_ps(m, p)
         }
+        /// Stores the first `n` lanes of `v`, writing nothing else.
         #[target_feature(enable = "avx512f")]
         #[inline]
-        unsafe fn store_masked(p: *mut f32, m: Mask, v: V) {
-            _mm512_mask_storeu_ps(p, m, v)
+        unsafe fn store_first(p: *mut f32, n: usize, v: V) {
+            _mm512_mask_storeu_ps(p, mask(n), v)
         }
 
         row_function!("avx512f,avx2,fma", narrower blocks: 1, 2, 3);
@@ -747,14 +779,14 @@ mod x86 {
         use super::Row;
         use std::arch::x86_64::*;
 
-        type V = __m256;
-        type Mask = __m256i;
-        const LANES: usize = 8;
+        pub(in crate::codegen::kernels) type V = __m256;
+        pub(in crate::codegen::kernels) type Mask = __m256i;
+        pub(in crate::codegen::kernels) const LANES: usize = 8;
         const MAX_VECTORS: usize = 2;
 
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        fn zero() -> V {
+        pub(in crate::codegen::kernels) fn zero() -> V {
             _mm256_setzero_ps()
         }
         #[target_feature(enable = "avx2,fma")]
@@ -764,7 +796,7 @@ mod x86 {
         }
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        unsafe fn load(p: *const f32) -> V {
+        pub(in crate::codegen::kernels) unsafe fn load(p: *const f32) -> V {
             _mm256_loadu_ps(p)
         }
         #[target_feature(enable = "avx2,fma")]
@@ -779,7 +811,7 @@ mod x86 {
         }
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        fn fma(a: V, b: V, c: V) -> V {
+        pub(in crate::codegen::kernels) fn fma(a: V, b: V, c: V) -> V {
             _mm256_fmadd_ps(a, b, c)
         }
         #[target_feature(enable = "avx2,fma")]
@@ -806,19 +838,21 @@ mod x86 {
         /// The first `valid` lanes.
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        fn mask(valid: usize) -> Mask {
+        pub(in crate::codegen::kernels) fn mask(valid: usize) -> Mask {
             let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
             _mm256_cmpgt_epi32(_mm256_set1_epi32(valid as i32), lane)
         }
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        unsafe fn load_masked(p: *const f32, m: Mask) -> V {
+        pub(in crate::codegen::kernels) unsafe fn load_masked(p: *const f32, m: Mask) -> V {
             _mm256_maskload_ps(p, m)
         }
+        /// Stores the first `n` lanes of `v`, writing nothing else (4-, 2- and 1-lane stores:
+        /// a masked store is slow on some AMD cores).
         #[target_feature(enable = "avx2,fma")]
         #[inline]
-        unsafe fn store_masked(p: *mut f32, m: Mask, v: V) {
-            _mm256_maskstore_ps(p, m, v)
+        pub(in crate::codegen::kernels) unsafe fn store_first(p: *mut f32, n: usize, v: V) {
+            crate::codegen::kernels::avx2::store_first(p, n, v)
         }
 
         row_function!("avx2,fma", narrower blocks: 1);

@@ -9,6 +9,7 @@ pub mod avx512;
 pub mod block;
 pub mod conv;
 pub mod depthwise;
+pub mod depthwise_wide;
 pub mod direct;
 pub mod direct_wide;
 pub mod eltwise;
@@ -142,7 +143,7 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
             };
             let (w, b, post) = (&layer.weight, layer.bias.as_deref(), post(&layer));
             match kind {
-                Family::Depthwise => Box::new(depthwise::Depthwise::new(c, input, out, w, b, epilogue, post, pack)),
+                Family::Depthwise => depthwise(isa, c, input, out, w, b, epilogue, post, pack),
                 Family::Direct if isa.wide() => {
                     let level = isa.level();
                     Box::new(direct_wide::DirectWide::new(
@@ -227,6 +228,31 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
     };
     kernels.push(kernel);
     kernels
+}
+
+/// The depthwise convolution kernel for `isa`: the AVX2 row function when the ISA has wide
+/// tiles and the function takes the kernel's height, else Cranelift's f32x4 code.
+#[allow(clippy::too_many_arguments)]
+pub fn depthwise(
+    isa: Isa,
+    c: &crate::ir::op::Conv,
+    input: Buf,
+    out: Buf,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: window::Epilogue,
+    post: Option<(&[f32], &[f32])>,
+    pack: &mut Packer,
+) -> Box<dyn Kernel> {
+    if isa.wide() && depthwise_wide::DepthwiseWide::supports(c) {
+        Box::new(depthwise_wide::DepthwiseWide::new(
+            c, input, out, weight, bias, epilogue, post, pack,
+        ))
+    } else {
+        Box::new(depthwise::Depthwise::new(
+            c, input, out, weight, bias, epilogue, post, pack,
+        ))
+    }
 }
 
 /// The output of a kernel that writes a contiguous channel range (its channel order is the
