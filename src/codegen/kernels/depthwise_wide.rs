@@ -46,7 +46,7 @@ use crate::codegen::host::HostFn;
 use crate::codegen::layout::Buf;
 use crate::codegen::Level;
 use crate::ir::op::Conv;
-use cranelift_codegen::ir::Value;
+use cranelift_codegen::ir::{InstBuilder, Value};
 
 /// Most kernel rows the row function takes (it keeps their pointers on the stack).
 pub const MAX_KH: usize = 16;
@@ -150,6 +150,31 @@ impl DepthwiseWide {
             geometry: pack.push(&g.words()),
             residual: epilogue.residual,
         }
+    }
+}
+
+impl DepthwiseWide {
+    /// Emits the calls for output rows `y0..y0 + rows` of image `image`, reading the input
+    /// from the arena at `arena` and writing row `y0 + t` at byte address `out + t * row bytes`
+    /// instead of at its place in `out` (a fused block's band of rows in its scratch region).
+    /// Rows past the output's height read only rows of the input or nothing, and are written
+    /// like the others.
+    pub fn emit_band(&self, e: &mut Emit, arena: Value, image: i64, y0: Value, rows: usize, out: Value) {
+        let f = e.host(&AVX2);
+        let image_bytes = (self.input.h * self.input.w * self.input.stride * 4) as i64;
+        let input =
+            e.b.ins()
+                .iadd_imm_s(arena, self.input.offset as i64 * 4 + image * image_bytes);
+        let geometry = e.b.ins().iadd_imm_s(e.weights, self.geometry as i64 * 4);
+        let row_bytes = (self.out.w * self.out.stride * 4) as i64;
+        let null = e.int(0);
+        e.for_const(0, rows as i64, |e, t| {
+            let y = e.b.ins().iadd(y0, t);
+            let at = e.b.ins().imul_imm_s(t, row_bytes);
+            let at = e.b.ins().iadd(out, at);
+            let weights = e.weights;
+            e.b.ins().call(f, &[geometry, weights, input, y, at, null]);
+        });
     }
 }
 
