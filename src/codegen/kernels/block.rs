@@ -205,6 +205,10 @@ pub struct FusedBlock {
     /// Expansion of the first `carry` ring rows of an item, and of the new rows of every band.
     expand_first: Option<Gemm>,
     expand_next: Option<Gemm>,
+    /// The same, reading the block's input rows in place: for the bands whose rows all lie
+    /// inside the image.
+    expand_first_at: Option<Gemm>,
+    expand_next_at: Option<Gemm>,
     depthwise: DepthwiseStage,
     /// The projection of a band, and of a shorter last band.
     project: Gemm,
@@ -266,10 +270,21 @@ impl FusedBlock {
         let [ring, stage, dw, _] = g.layout().map(|o| o + scratch);
         let (l, carry) = (g.rows(), g.carry());
         let expand = block.expand.as_ref().map(|s| (s, layer(s, weights)));
-        let expansion = |t0: usize, count: usize, pack: &mut Packer| {
+        // Reads `count` rows from the stage, or with `in_place` from the block's input at a
+        // run-time address (a band whose rows all lie inside the image).
+        let expansion = |t0: usize, count: usize, in_place: bool, pack: &mut Packer| {
             let (s, w) = expand.as_ref().expect("an expansion");
+            let input = if in_place {
+                Buf {
+                    offset: 0,
+                    stride: input.stride,
+                    ..rows_buf(0, count, g.w_in, g.c_in)
+                }
+            } else {
+                rows_buf(stage, count, g.w_in, g.c_in)
+            };
             let spec = GemmSpec {
-                input: rows_buf(stage, count, g.w_in, g.c_in),
+                input,
                 in_slots: Some(in_rel),
                 out: rows_buf(ring + t0 * g.w_in * g.hid, count, g.w_in, g.hid),
                 out_slots: None,
@@ -282,8 +297,11 @@ impl FusedBlock {
             };
             Gemm::new(&spec, pack, isa)
         };
-        let expand_first = (g.expand && carry > 0).then(|| expansion(0, carry, pack));
-        let expand_next = g.expand.then(|| expansion(carry, l - carry, pack));
+        let expand_first = (g.expand && carry > 0).then(|| expansion(0, carry, false, pack));
+        let expand_next = g.expand.then(|| expansion(carry, l - carry, false, pack));
+        let in_place = |count: usize| g.expand && count > 0 && count <= g.h_in;
+        let expand_first_at = in_place(carry).then(|| expansion(0, carry, true, pack));
+        let expand_next_at = in_place(l - carry).then(|| expansion(carry, l - carry, true, pack));
 
         let d = &block.depthwise;
         let mut dl = layer(d, weights);
@@ -361,6 +379,8 @@ impl FusedBlock {
             scratch,
             expand_first,
             expand_next,
+            expand_first_at,
+            expand_next_at,
             depthwise,
             project,
             project_last,
@@ -376,8 +396,43 @@ impl FusedBlock {
         e.arena = arena;
     }
 
-    /// Fills ring rows `t0..t0 + count` for the band whose first output row is `y0`.
+    /// Fills ring rows `t0..t0 + count` for the band whose first output row is `y0`: when the
+    /// rows all lie inside the image and the block expands, the expansion reads them in place;
+    /// otherwise they are staged (zero rows for the padding) first.
     fn fill(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
+        let g = &self.g;
+        let in_place = if t0 == 0 {
+            self.expand_first_at.as_ref()
+        } else {
+            self.expand_next_at.as_ref()
+        };
+        let Some(gemm) = in_place else {
+            self.fill_staged(e, region, image, y0, t0, count);
+            return;
+        };
+        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
+        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        // `0 <= first <= h_in - count`, in one unsigned compare.
+        let inside = e.in_bounds(first, (g.h_in - count) as i64 + 1);
+        if_else(
+            e,
+            inside,
+            |e| {
+                let src = Self::row_addr(e, &self.input, image, first);
+                let arenas = Arenas {
+                    input: src,
+                    out: region,
+                    res: region,
+                };
+                let (begin, end) = (e.int(0), e.int(gemm.items() as i64));
+                gemm.emit_at(e, begin, end, arenas);
+            },
+            |e| self.fill_staged(e, region, image, y0, t0, count),
+        );
+    }
+
+    /// [`Self::fill`] through the stage (or, without an expansion, straight into the ring).
+    fn fill_staged(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
         let g = &self.g;
         let [ring, stage, ..] = g.layout();
         let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
@@ -459,7 +514,13 @@ impl Kernel for FusedBlock {
     fn host_fns(&self) -> Vec<&'static HostFn> {
         let mut fns = self.project.host_fns();
         fns.extend(self.project_last.iter().flat_map(|k| k.host_fns()));
-        for k in self.expand_first.iter().chain(&self.expand_next) {
+        let expansions = [
+            &self.expand_first,
+            &self.expand_next,
+            &self.expand_first_at,
+            &self.expand_next_at,
+        ];
+        for k in expansions.into_iter().flatten() {
             fns.extend(k.host_fns());
         }
         fns.extend(match &self.depthwise {
