@@ -85,6 +85,20 @@ pub struct Depthwise {
 /// accumulator into long dependent chains (both measured 10-35% slower).
 const TAPS_PER_STEP: i64 = 3;
 
+/// Depthwise weights in PyTorch's layout `[C][1][kh][kw]` packed tap by tap, `[kh][kw][cp]`,
+/// each tap's `C` channels zero padded to `cp`.
+pub(super) fn pack_taps(weight: &[f32], ch: usize, Hw(kh, kw): Hw, cp: usize) -> Vec<f32> {
+    let mut packed = vec![0.0f32; kh * kw * cp];
+    for k in 0..ch {
+        for i in 0..kh {
+            for j in 0..kw {
+                packed[(i * kw + j) * cp + k] = weight[(k * kh + i) * kw + j];
+            }
+        }
+    }
+    packed
+}
+
 /// Channels rounded up to whole vectors.
 fn padded(c: usize) -> usize {
     c.div_ceil(4) * 4
@@ -113,16 +127,7 @@ impl Depthwise {
         );
         epilogue.check(&out);
         let cp = padded(ch);
-        let (kh, kw) = (c.kernel.0, c.kernel.1);
-        let mut packed = vec![0.0f32; kh * kw * cp];
-        for k in 0..ch {
-            for i in 0..kh {
-                for j in 0..kw {
-                    packed[(i * kw + j) * cp + k] = weight[(k * kh + i) * kw + j];
-                }
-            }
-        }
-        let weights = pack.push(&packed);
+        let weights = pack.push(&pack_taps(weight, ch, c.kernel, cp));
         let bias = bias.map(|b| {
             let mut v = b.to_vec();
             v.resize(cp, 0.0);

@@ -38,6 +38,7 @@
 //! `[C rounded up to 8]` (scales, then shifts). The shapes go in a packed `direct_wide::Geometry`,
 //! and the calling convention is that of the wide direct convolution's row function.
 
+use super::depthwise::pack_taps;
 use super::direct_wide::{call_rows, Geometry, ROW_PARAMS};
 use super::window::{pack_post, Epilogue};
 use super::{Kernel, Packer};
@@ -118,16 +119,7 @@ impl DepthwiseWide {
         assert!(Self::supports(c), "the kernel has more than {MAX_KH} rows");
         epilogue.check(&out);
         let cp = ch.div_ceil(LANES) * LANES;
-        let (kh, kw) = (c.kernel.0, c.kernel.1);
-        let mut packed = vec![0.0f32; kh * kw * cp];
-        for k in 0..ch {
-            for i in 0..kh {
-                for j in 0..kw {
-                    packed[(i * kw + j) * cp + k] = weight[(k * kh + i) * kw + j];
-                }
-            }
-        }
-        let weights = pack.push(&packed);
+        let weights = pack.push(&pack_taps(weight, ch, c.kernel, cp));
         let bias = bias.map(|b| {
             let mut v = b[..ch].to_vec();
             v.resize(cp, 0.0);
@@ -146,7 +138,7 @@ impl DepthwiseWide {
         DepthwiseWide {
             input,
             out,
-            taps: kh * kw,
+            taps: c.kernel.0 * c.kernel.1,
             geometry: pack.push(&g.words()),
             residual: epilogue.residual,
         }
