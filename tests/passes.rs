@@ -244,6 +244,31 @@ fn shuffles_and_splits_are_views_through_residuals() {
     check_numerics(&c);
 }
 
+/// The slots a node's output occupies.
+fn slots_of(c: &netc::Compiled, name: &str) -> Vec<usize> {
+    let g = c.optimized.as_ref().unwrap();
+    let node = g.g.node_weights().find(|n| n.name == name).unwrap();
+    node.place.as_ref().unwrap().slots.clone()
+}
+
+#[test]
+fn a_grouped_conv_before_a_shuffle_writes_in_order_when_its_readers_take_any_order() {
+    // ShuffleNet's unit: the shuffled channels go through a depthwise conv into a grouped 1x1
+    // conv, which reads them through offsets, so the first grouped conv writes its channels in
+    // order and the shuffle is a permuted view.
+    let unit = "net t {\n input x: [12, 6, 6]\n let y = x |> conv(12, 1, groups = 3) as g1 |> relu |> shuffle(3) as sh |> dwconv(3, pad = 1) as dw |> conv(12, 1, groups = 3) as g2\n return add(y, x) |> relu\n}\n";
+    let c = compile_src(unit, 2);
+    assert_eq!(slots_of(&c, "g1"), (0..12).collect::<Vec<_>>());
+    assert_eq!(runs(&c)["sh"], Runs::View);
+    check_numerics(&c);
+    // Before a softmax, which reads its channels in order, the conv writes them shuffled.
+    let ordered = "net t {\n input x: [12, 6, 6]\n return x |> conv(12, 1, groups = 3) as g1 |> shuffle(3) as sh |> softmax |> conv(4, 1)\n}\n";
+    let c = compile_src(ordered, 1);
+    assert_ne!(slots_of(&c, "g1"), (0..12).collect::<Vec<_>>());
+    assert_eq!(runs(&c)["sh"], Runs::View);
+    check_numerics(&c);
+}
+
 #[test]
 fn a_shuffle_output_is_copied_in_order() {
     let c = compile_src("net t {\n input x: [6, 3, 3]\n return x |> shuffle(3) as s\n}\n", 1);

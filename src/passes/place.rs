@@ -141,6 +141,31 @@ pub fn pixel_stride(c: usize, pixels: usize) -> usize {
     }
 }
 
+/// Whether every reader of `ix` takes its channels in any order at no cost: a matrix multiply
+/// (an offset per k-step), a kernel that absorbs the order into its weights, or a channel-wise
+/// kernel whose own readers are matrix multiplies (ShuffleNet's shuffle, depthwise convolution,
+/// grouped 1x1 convolution). A matrix multiply writing in a shuffle's order scatters every
+/// column; reading the shuffled channels through offsets instead measured ShuffleNet's grouped
+/// 1x1 layers before the shuffles 6-8% faster and the others unchanged.
+fn any_order(graph: &Graph, ix: NodeId) -> bool {
+    let kernel_reads = |n: NodeId| match runs(graph, n) {
+        Runs::Kernel(k) => Some(reads(k)),
+        _ => None,
+    };
+    let users = graph.users_of(ix);
+    !users.is_empty()
+        && users.iter().all(|&u| match kernel_reads(u) {
+            Some(Reads::Any | Reads::Permuted) => true,
+            Some(Reads::ChannelWise) => {
+                let next = graph.users_of(u);
+                !graph.outputs.contains(&u)
+                    && !next.is_empty()
+                    && next.iter().all(|&w| kernel_reads(w) == Some(Reads::Any))
+            }
+            _ => false,
+        })
+}
+
 /// `slots` as `base + perm`, when they are a permutation of a contiguous range.
 pub fn contiguous(slots: &[usize]) -> Option<(usize, Vec<usize>)> {
     let base = *slots.iter().min()?;
@@ -434,10 +459,10 @@ impl<'g> Placer<'g> {
         let mut slots = rel;
         if k == Kernel::Gemm && !is_output {
             // Write in the order of a shuffle that is the only consumer, so the shuffle is the
-            // identity view.
+            // identity view, unless the shuffle's readers take its channels in any order anyway.
             if let [user] = graph.users_of(ix)[..] {
                 if let Op::Shuffle { groups } = graph.node(user).op {
-                    if !graph.outputs.contains(&user) {
+                    if !graph.outputs.contains(&user) && !any_order(graph, user) {
                         for j in 0..c {
                             slots[shuffle_source(c, groups, j)] = j;
                         }
