@@ -105,8 +105,20 @@ fn mobilenet_v2_arena() {
         "unfused arena {}",
         s.arena_bytes_unfused
     );
-    // The largest tensor is the stem's 112x112x32 output, not a block's expanded tensor.
-    assert_eq!(s.largest_tensor_bytes_fused, 112 * 112 * 32 * 4);
+    // The stem streams into the first block: the largest tensor is the first bottleneck
+    // (112x112x16), not the stem's 112x112x32 output or a block's expanded tensor.
+    assert_eq!(s.largest_tensor_bytes_fused, 112 * 112 * 16 * 4);
+    let first = c
+        .optimized
+        .as_ref()
+        .unwrap()
+        .g
+        .node_weights()
+        .find_map(|n| match &n.op {
+            Op::Block(b) if b.project.name == "block1.project.conv" => b.first.as_ref().map(|s| s.name.clone()),
+            _ => None,
+        });
+    assert_eq!(first.as_deref(), Some("stem.conv"));
     assert_eq!(s.largest_tensor_bytes_unfused, 112 * 112 * 96 * 4);
 
     let off = PassOptions {
@@ -125,13 +137,15 @@ fn mobilenet_v2_arena() {
     assert_eq!(s.arena_bytes, s.arena_bytes_unfused);
 }
 
-/// One block: an optional expansion (`t > 1`), a `k x k` depthwise convolution with stride `s`,
-/// a projection (with a relu and a batchnorm after it when `post`), and a residual when asked
-/// and the shapes allow it, over a `cin x h x w` input.
+/// One block: an optional expansion (`t > 1`) or a dense `kh x kw` convolution with stride
+/// `sd` to `cin * t` channels (`dense`), a `k x k` depthwise convolution with stride `s`, a
+/// projection (with a relu and a batchnorm after it when `post`), and a residual when asked and
+/// the shapes allow it, over a `cin x h x w` input.
 #[derive(Debug)]
 struct BlockCase {
     cin: usize,
     t: usize,
+    dense: Option<(usize, usize, usize)>,
     k: usize,
     s: usize,
     cout: usize,
@@ -145,6 +159,7 @@ fn block_net(b: &BlockCase) -> String {
     let BlockCase {
         cin,
         t,
+        dense,
         k,
         s,
         cout,
@@ -154,13 +169,18 @@ fn block_net(b: &BlockCase) -> String {
         post,
     } = *b;
     let hidden = cin * t;
-    let expand = if t > 1 {
-        format!("y = y |> conv({hidden}, 1, bias = false) |> batchnorm |> relu6\n")
-    } else {
-        String::new()
+    let expand = match dense {
+        Some((kh, kw, sd)) => {
+            format!(
+                "y = y |> conv({hidden}, [{kh}, {kw}], stride = {sd}, pad = same, bias = true) |> batchnorm |> relu\n"
+            )
+        }
+        None if t > 1 => format!("y = y |> conv({hidden}, 1, bias = false) |> batchnorm |> relu6\n"),
+        None => String::new(),
     };
+    let same_size = dense.is_none_or(|(_, _, sd)| sd == 1);
     let project_act = if post { " |> relu |> batchnorm" } else { "" };
-    let out = if residual && s == 1 && cin == cout {
+    let out = if residual && s == 1 && same_size && cin == cout {
         "x + y"
     } else {
         "y"
@@ -186,6 +206,7 @@ proptest! {
     fn random_blocks(
         cin in 1usize..=21,
         t in 1usize..=6,
+        dense in prop::option::weighted(0.3, (1usize..=4, 1usize..=4, 1usize..=2)),
         k in prop::sample::select(&[3usize, 5][..]),
         s in 1usize..=2,
         cout in 1usize..=21,
@@ -196,13 +217,16 @@ proptest! {
         batch in 1usize..=2,
     ) {
         let cout = if residual { cin } else { cout };
-        let src = block_net(&BlockCase { cin, t, k, s, cout, h, w, residual, post });
+        let src = block_net(&BlockCase { cin, t, dense, k, s, cout, h, w, residual, post });
         let c = netc::compile_source_with("t.net", &src, None, &options(&[], batch), &everywhere(), None)
             .unwrap_or_else(|f| panic!("{}\n{src}", f.render()));
         let fused = check(&c, &src);
-        // An expansion always fuses (a pair only when it narrows the channels).
-        if t > 1 {
-            prop_assert_eq!(fused, 1, "{}", src);
+        // Without the size rules, every block fuses, its first stage with it.
+        prop_assert_eq!(fused, 1, "{}", src);
+        if dense.is_some() || t > 1 {
+            let optimized = c.optimized.as_ref().unwrap();
+            let led = optimized.g.node_weights().any(|n| matches!(&n.op, Op::Block(b) if b.first.is_some()));
+            prop_assert!(led, "the first stage did not join: {}", src);
         }
     }
 }

@@ -53,6 +53,13 @@ pub struct Conv {
     pub bias: bool,
 }
 
+impl Conv {
+    /// A 1x1 convolution with stride 1 and no padding: a matrix multiply over pixels.
+    pub fn pointwise(&self) -> bool {
+        self.kernel == Hw(1, 1) && self.stride == Hw(1, 1) && self.pad == Pad::default() && self.dilation == Hw(1, 1)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolKind {
     Max,
@@ -139,11 +146,13 @@ pub struct Stage {
 }
 
 /// An inverted-residual block (1x1 expansion, depthwise convolution, 1x1 projection) or a
-/// depthwise-separable pair (no expansion). A residual add belongs to the block node itself
-/// (`Fused::residual`), after the projection.
+/// depthwise-separable pair (no first stage), possibly led by a dense convolution instead of the
+/// expansion (MobileNetV2's stem before its first block). A residual add belongs to the block node
+/// itself (`Fused::residual`), after the projection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Block {
-    pub expand: Option<Stage>,
+    /// A 1x1 expansion, or a dense convolution of any window (`groups == 1`).
+    pub first: Option<Stage>,
     pub depthwise: Stage,
     pub project: Stage,
 }
@@ -151,7 +160,7 @@ pub struct Block {
 impl Block {
     /// The stages in the order they run.
     pub fn stages(&self) -> impl Iterator<Item = &Stage> {
-        self.expand.iter().chain([&self.depthwise, &self.project])
+        self.first.iter().chain([&self.depthwise, &self.project])
     }
 }
 
@@ -262,8 +271,9 @@ impl Op {
             Op::Dropout { p } => format!("p={p}"),
             Op::Block(b) => {
                 let mut parts = Vec::new();
-                if let Some(e) = &b.expand {
-                    parts.push(format!("expand={e}"));
+                if let Some(e) = &b.first {
+                    let role = if e.conv.pointwise() { "expand" } else { "conv" };
+                    parts.push(format!("{role}={e}"));
                 }
                 parts.push(format!("depthwise={}", b.depthwise));
                 parts.push(format!("project={}", b.project));

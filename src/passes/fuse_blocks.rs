@@ -1,6 +1,7 @@
 //! Block fusion: a depthwise convolution and the 1x1 convolution that consumes it (MobileNet's
-//! depthwise-separable pair), with the 1x1 expansion that feeds the depthwise convolution when
-//! there is one (MobileNetV2's inverted residual), become one [`Op::Block`] node. Its kernel
+//! depthwise-separable pair), with the convolution that feeds the depthwise convolution when
+//! there is one (a 1x1 expansion: MobileNetV2's inverted residual; or a dense convolution of any
+//! window: MobileNetV2's stem before its first block), become one [`Op::Block`] node. Its kernel
 //! streams over output rows, so the wide tensors between the stages (the expanded tensor and the
 //! depthwise output) are never materialized; only a ring of a few rows is (see
 //! `codegen::kernels::block`).
@@ -17,12 +18,14 @@
 //! pairs, whose pointwise output is the larger tensor anyway). A chain with an expansion fuses
 //! only when its widest inner tensor is at least [`WIDENING`] times its input and output
 //! together: MobileNet v1's pointwise, depthwise, pointwise chains (widening 1) run faster as
-//! three layers, MobileNetV2's blocks (widening 3 to 5) do not. A `fuse_min_bytes` of 0 turns both
-//! size rules off, so that every chain the kernel can run fuses.
+//! three layers, MobileNetV2's blocks (widening 3 to 5) do not. A dense first stage joins a pair
+//! that fuses when the block's input and output together are smaller than the stage's output and
+//! the depthwise output together. A `fuse_min_bytes` of 0 turns the size rules off, so that every
+//! chain the kernel can run fuses.
 
 use super::Pass;
 use crate::codegen::layout::Buf;
-use crate::ir::op::{Block, Conv, Hw, Op, Pad, Stage};
+use crate::ir::op::{Block, Conv, Op, Stage};
 use crate::ir::{Cost, Fused, Graph, Node, NodeId};
 
 /// How many times its input and output together a chain's widest inner tensor must be to fuse.
@@ -54,7 +57,7 @@ impl Pass for FuseBlocks {
 
 /// The nodes of a fusable chain ending in `project`.
 struct Chain {
-    expand: Option<NodeId>,
+    first: Option<NodeId>,
     depthwise: NodeId,
     project: NodeId,
 }
@@ -66,10 +69,6 @@ fn conv(graph: &Graph, ix: NodeId) -> Option<&Conv> {
     }
 }
 
-fn pointwise(c: &Conv) -> bool {
-    c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default() && c.dilation == Hw(1, 1)
-}
-
 fn channels(graph: &Graph, ix: NodeId) -> usize {
     graph.node(ix).shape.0[1]
 }
@@ -79,13 +78,21 @@ fn inner(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
     graph.users_of(ix) == [user] && !graph.outputs.contains(&ix) && !graph.node(ix).fused.residual
 }
 
+/// Whether dense convolution `c` (node `ix`) can lead a block: its rows are computed by the
+/// window kernels (`direct.rs`, `direct_wide.rs`) straight into the block's ring.
+fn dense_fits(graph: &Graph, ix: NodeId, c: &Conv) -> bool {
+    let input = &graph.node(graph.op_inputs_of(ix)[0]).shape.0;
+    let (in_buf, out_buf) = (Buf::dense(0, input), Buf::dense(0, &graph.node(ix).shape.0));
+    input.len() == 4 && crate::codegen::kernels::window::fits(c, &in_buf, &out_buf)
+}
+
 fn bytes(graph: &Graph, ix: NodeId) -> usize {
     graph.node(ix).shape.0.iter().product::<usize>() * 4
 }
 
 fn chain(graph: &Graph, project: NodeId) -> Option<Chain> {
     let p = conv(graph, project)?;
-    if !pointwise(p) || graph.node(project).shape.0.len() != 4 {
+    if !p.pointwise() || graph.node(project).shape.0.len() != 4 {
         return None;
     }
     let depthwise = graph.op_inputs_of(project)[0];
@@ -100,29 +107,43 @@ fn chain(graph: &Graph, project: NodeId) -> Option<Chain> {
     if !crate::codegen::kernels::window::fits(d, &in_buf, &out_buf) {
         return None;
     }
-    let expand = conv(graph, input)
-        .filter(|e| pointwise(e) && inner(graph, input, depthwise) && graph.node(input).shape.0.len() == 4)
-        .map(|_| input);
-    let wide = bytes(graph, depthwise).max(expand.map_or(0, |e| bytes(graph, e)));
-    if wide < graph.options.fuse_min_bytes || channels(graph, depthwise) == 0 {
+    let first = conv(graph, input)
+        .filter(|c| c.groups == 1 && inner(graph, input, depthwise) && graph.node(input).shape.0.len() == 4)
+        .filter(|c| c.pointwise() || dense_fits(graph, input, c));
+    if channels(graph, depthwise) == 0 {
         return None;
     }
-    // A chain whose expanded tensor is not much wider than its input and output together
-    // (MobileNet v1's pointwise, depthwise, pointwise chains, not MobileNetV2's expansion by 6)
-    // saves less memory traffic than its streaming costs.
-    if let Some(e) = expand {
-        let ends = bytes(graph, graph.op_inputs_of(e)[0]) + bytes(graph, project);
-        if graph.options.fuse_min_bytes > 0 && wide < WIDENING * ends {
-            return None;
+    let min = graph.options.fuse_min_bytes;
+    let sized = min > 0;
+    let ends = |head: NodeId| bytes(graph, graph.op_inputs_of(head)[0]) + bytes(graph, project);
+    let first = match first {
+        // A chain whose expanded tensor is not much wider than its input and output together
+        // (MobileNet v1's pointwise, depthwise, pointwise chains, not MobileNetV2's expansion
+        // by 6) saves less memory traffic than its streaming costs.
+        Some(e) if e.pointwise() => {
+            let wide = bytes(graph, depthwise).max(bytes(graph, input));
+            if wide < min || (sized && wide < WIDENING * ends(input)) {
+                return None;
+            }
+            return Some(Chain {
+                first: Some(input),
+                depthwise,
+                project,
+            });
         }
-    }
+        // A dense convolution joins a pair that fuses when the chain then holds less than the
+        // convolution's output and the depthwise output together (MobileNetV2's stem: 0.6 + 0.8
+        // MB instead of 1.6 + 1.6); its rows cost far more to compute than to stream.
+        Some(_) if !sized || ends(input) < bytes(graph, input) + bytes(graph, depthwise) => Some(input),
+        _ => None,
+    };
     // A pair whose output is at least as large as the depthwise output saves nothing: its input
     // and output are live together either way, and the rings would come on top.
-    if expand.is_none() && bytes(graph, project) >= bytes(graph, depthwise) {
+    if bytes(graph, depthwise) < min || (sized && bytes(graph, project) >= bytes(graph, depthwise)) {
         return None;
     }
     Some(Chain {
-        expand,
+        first,
         depthwise,
         project,
     })
@@ -144,15 +165,15 @@ fn stage(graph: &Graph, ix: NodeId) -> Stage {
 }
 
 fn replace(graph: &mut Graph, chain: &Chain) {
-    let first = chain.expand.unwrap_or(chain.depthwise);
-    let input = graph.op_inputs_of(first)[0];
+    let head = chain.first.unwrap_or(chain.depthwise);
+    let input = graph.op_inputs_of(head)[0];
     let p = graph.node(chain.project);
     let residual = p
         .fused
         .residual
         .then(|| *graph.inputs_of(chain.project).last().expect("residual"));
     let members: Vec<NodeId> = chain
-        .expand
+        .first
         .into_iter()
         .chain([chain.depthwise, chain.project])
         .collect();
@@ -166,7 +187,7 @@ fn replace(graph: &mut Graph, chain: &Chain) {
         }
     }
     let block = Box::new(Block {
-        expand: chain.expand.map(|e| stage(graph, e)),
+        first: chain.first.map(|e| stage(graph, e)),
         depthwise: stage(graph, chain.depthwise),
         project: stage(graph, chain.project),
     });

@@ -1,6 +1,7 @@
-//! A fused block (`Op::Block`): an optional 1x1 expansion, a depthwise convolution and a 1x1
-//! projection with the projection's residual add, computed a band of output rows at a time so
-//! that the expanded tensor and the depthwise output never exist in full.
+//! A fused block (`Op::Block`): an optional first stage (a 1x1 expansion or a dense convolution),
+//! a depthwise convolution and a 1x1 projection with the projection's residual add, computed a
+//! band of output rows at a time so that the first stage's output and the depthwise output never
+//! exist in full.
 //!
 //! The kernel is composed from the other families' generators, each built over a small scratch
 //! region at constant offsets:
@@ -14,18 +15,28 @@
 //!  residual rows ─────────────────┘
 //! ```
 //!
-//! A band is `P` output rows; it needs `L = (P - 1) * stride + kh_eff` expanded rows (`kh_eff`
-//! the dilated kernel height). Consecutive bands share `carry = kh_eff - stride` rows: after a
-//! band, the last `carry` ring rows move to the front and only `L - carry` new rows are expanded.
-//! Rows of the expanded tensor outside the image (the depthwise convolution's vertical padding)
-//! are zero in the ring, so the depthwise generator runs without vertical padding. Without an
-//! expansion, the AVX2 depthwise row function (`depthwise_wide.rs`) reads the block's input in
-//! place, skipping the kernel rows in the padding, and no ring is filled (MobileNetV2's first
-//! block: 0.53 -> 0.38 ms, against 0.40 for its two layers unfused); the f32x4 path copies the
-//! input rows into the ring. The projection reads the depthwise
-//! output from the scratch region and the residual from its tensor, and writes the output rows in
-//! place, at run-time row addresses ([`Gemm::emit_at`]); a partial last band has a projection
-//! of its own height. The other stages see their scratch region only.
+//! A band is `P` output rows; it needs `L = (P - 1) * stride + kh_eff` ring rows (`kh_eff` the
+//! dilated kernel height). Consecutive bands share `carry = kh_eff - stride` rows: after a band,
+//! the last `carry` ring rows move to the front and only `L - carry` new rows are computed.
+//! Ring rows outside the image (the depthwise convolution's vertical padding) are zero, so the
+//! depthwise generator runs without vertical padding.
+//!
+//! How the ring is filled depends on the first stage:
+//! - a 1x1 expansion reads a band's input rows in place when they all lie inside the image, and
+//!   otherwise from the stage, where the rows are copied (zero rows for the padding);
+//! - a dense convolution of any window (MobileNetV2's 3x3 stride-2 stem) computes each ring row
+//!   with the window kernels' row code (`direct_wide.rs` one call per row, `direct.rs` its row
+//!   loop), reading the block's input in place, kernel rows in its padding skipped: the ring's
+//!   rows have the convolution's output width, and no stage is needed;
+//! - without a first stage, the AVX2 depthwise row function (`depthwise_wide.rs`) reads the
+//!   block's input in place, skipping the kernel rows in the padding, and no ring is filled
+//!   (MobileNetV2's first block: 0.53 -> 0.38 ms, against 0.40 for its two layers unfused); the
+//!   f32x4 path copies the input rows into the ring.
+//!
+//! The projection reads the depthwise output from the scratch region and the residual from its
+//! tensor, and writes the output rows in place, at run-time row addresses ([`Gemm::emit_at`]); a
+//! partial last band has a projection of its own height. The other stages see their scratch
+//! region only.
 //!
 //! # Items and threads
 //!
@@ -41,15 +52,17 @@
 //! the node while it runs.
 
 use super::depthwise_wide::DepthwiseWide;
+use super::direct::Direct;
+use super::direct_wide::DirectWide;
 use super::gemm::{Arenas, Gemm, GemmSpec};
-use super::window::{if_else, Epilogue};
+use super::window::{if_else, opaque_false, Epilogue};
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::host::HostFn;
 use crate::codegen::layout::Buf;
 use crate::codegen::params::Layer;
 use crate::codegen::Isa;
-use crate::ir::op::{Block, Op, Pad, Stage};
+use crate::ir::op::{Block, Conv, Op, Pad, Stage};
 use crate::ir::shape::Shape;
 use crate::ir::Node;
 use crate::runtime::Weights;
@@ -65,8 +78,10 @@ pub const MIN_SLOT_BYTES: usize = 128 << 10;
 pub const MAX_SLOT_BYTES: usize = 384 << 10;
 /// A block's scratch grows past [`MIN_SLOT_BYTES`] only while its input, its output and its
 /// scratch together stay within this many bytes, so the blocks that hold a network's peak keep
-/// small regions and the others get bands tall enough to amortize the carried rows.
-pub const LIVE_BYTES: usize = 5 << 19;
+/// small regions and the others get bands tall enough to amortize the carried rows. (MobileNetV2's
+/// first block, with the stem streamed into it, holds the peak: 2 MiB gave it 1.83 MiB of arena
+/// against 2.05 with 2.5 MiB, at the same speed.)
+pub const LIVE_BYTES: usize = 2 << 20;
 /// The most output rows of a band.
 pub const MAX_BAND: usize = 16;
 
@@ -85,12 +100,15 @@ pub struct Geometry {
     pub h_in: usize,
     pub w_in: usize,
     pub c_in: usize,
+    /// Height and width of the depthwise convolution's input (the ring's rows).
+    pub h_mid: usize,
+    pub w_mid: usize,
     /// Channels of the depthwise convolution.
     pub hid: usize,
     pub h_out: usize,
     pub w_out: usize,
     pub c_out: usize,
-    pub expand: bool,
+    pub first: First,
     pub residual: bool,
     /// Vertical stride, dilated kernel height and top padding of the depthwise convolution.
     pub stride: usize,
@@ -102,25 +120,53 @@ pub struct Geometry {
     pub slots: usize,
 }
 
+/// What computes a block's ring rows from its input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum First {
+    /// Nothing: the depthwise convolution reads the block's input.
+    None,
+    /// A 1x1 expansion, a matrix multiply over staged or in-place input rows.
+    Expand,
+    /// A dense convolution of any window, one row at a time by the window kernels.
+    Dense,
+}
+
+/// Output height and width of convolution `c` over an `h x w` input.
+fn window_out(c: &Conv, h: usize, w: usize) -> (usize, usize) {
+    let k_eff = |k: usize, d: usize| (k - 1) * d + 1;
+    let oh = (h + c.pad.top + c.pad.bottom - k_eff(c.kernel.0, c.dilation.0)) / c.stride.0 + 1;
+    let ow = (w + c.pad.left + c.pad.right - k_eff(c.kernel.1, c.dilation.1)) / c.stride.1 + 1;
+    (oh, ow)
+}
+
 impl Geometry {
     /// The geometry of `block` over an input of shape `[n, c, h, w]`.
     pub fn of(block: &Block, input: &[usize], residual: bool) -> Geometry {
         let d = &block.depthwise.conv;
-        let hid = block.expand.as_ref().map_or(input[1], |e| e.conv.out_channels);
+        let hid = block.first.as_ref().map_or(input[1], |e| e.conv.out_channels);
+        let first = match &block.first {
+            None => First::None,
+            Some(s) if s.conv.pointwise() => First::Expand,
+            Some(_) => First::Dense,
+        };
+        let (h_mid, w_mid) = match &block.first {
+            Some(s) if first == First::Dense => window_out(&s.conv, input[2], input[3]),
+            _ => (input[2], input[3]),
+        };
         let kh_eff = (d.kernel.0 - 1) * d.dilation.0 + 1;
-        let kw_eff = (d.kernel.1 - 1) * d.dilation.1 + 1;
-        let h_out = (input[2] + d.pad.top + d.pad.bottom - kh_eff) / d.stride.0 + 1;
-        let w_out = (input[3] + d.pad.left + d.pad.right - kw_eff) / d.stride.1 + 1;
+        let (h_out, w_out) = window_out(d, h_mid, w_mid);
         let mut g = Geometry {
             n: input[0],
             h_in: input[2],
             w_in: input[3],
             c_in: input[1],
+            h_mid,
+            w_mid,
             hid,
             h_out,
             w_out,
             c_out: block.project.conv.out_channels,
-            expand: block.expand.is_some(),
+            first,
             residual,
             stride: d.stride.0,
             kh_eff,
@@ -164,8 +210,8 @@ impl Geometry {
 
     /// Element offsets inside a region: ring, stage, depthwise output; and the region's length.
     fn layout(&self) -> [usize; 4] {
-        let ring = aligned(self.rows() * self.w_in * self.hid);
-        let stage_rows = if self.expand {
+        let ring = aligned(self.rows() * self.w_mid * self.hid);
+        let stage_rows = if self.first == First::Expand {
             self.carry().max(self.rows() - self.carry())
         } else {
             0
@@ -209,6 +255,8 @@ pub struct FusedBlock {
     /// inside the image.
     expand_first_at: Option<Gemm>,
     expand_next_at: Option<Gemm>,
+    /// A dense first stage.
+    dense: Option<DenseStage>,
     depthwise: DepthwiseStage,
     /// The projection of a band, and of a shorter last band.
     project: Gemm,
@@ -222,6 +270,13 @@ enum DepthwiseStage {
     /// Without an expansion, on AVX2: straight from the block's input, skipping the kernel rows
     /// in the padding, so no input row is copied; its output rows go to the region's `dw` part.
     Input(DepthwiseWide),
+}
+
+/// A dense first stage: computes one row of the depthwise convolution's input into the ring,
+/// reading the block's input in place (kernel rows in the padding skipped).
+enum DenseStage {
+    Wide(DirectWide),
+    Baseline(Direct),
 }
 
 /// The parameters of a stage, with its fused batchnorms applied.
@@ -269,7 +324,12 @@ impl FusedBlock {
         let g = Geometry::of(block, &[input.n, input.c, input.h, input.w], residual.is_some());
         let [ring, stage, dw, _] = g.layout().map(|o| o + scratch);
         let (l, carry) = (g.rows(), g.carry());
-        let expand = block.expand.as_ref().map(|s| (s, layer(s, weights)));
+        let expand = block
+            .first
+            .as_ref()
+            .filter(|_| g.first == First::Expand)
+            .map(|s| (s, layer(s, weights)));
+        let expands = g.first == First::Expand;
         // Reads `count` rows from the stage, or with `in_place` from the block's input at a
         // run-time address (a band whose rows all lie inside the image).
         let expansion = |t0: usize, count: usize, in_place: bool, pack: &mut Packer| {
@@ -297,15 +357,32 @@ impl FusedBlock {
             };
             Gemm::new(&spec, pack, isa)
         };
-        let expand_first = (g.expand && carry > 0).then(|| expansion(0, carry, false, pack));
-        let expand_next = g.expand.then(|| expansion(carry, l - carry, false, pack));
-        let in_place = |count: usize| g.expand && count > 0 && count <= g.h_in;
+        let expand_first = (expands && carry > 0).then(|| expansion(0, carry, false, pack));
+        let expand_next = expands.then(|| expansion(carry, l - carry, false, pack));
+        let in_place = |count: usize| expands && count > 0 && count <= g.h_in;
         let expand_first_at = in_place(carry).then(|| expansion(0, carry, true, pack));
         let expand_next_at = in_place(l - carry).then(|| expansion(carry, l - carry, true, pack));
 
+        let dense = block.first.as_ref().filter(|_| g.first == First::Dense).map(|s| {
+            let mut w = layer(s, weights);
+            w.permute_inputs(in_rel, s.conv.kernel.0 * s.conv.kernel.1);
+            let row = rows_buf(0, 1, g.w_mid, g.hid);
+            let epilogue = Epilogue {
+                act: s.fused.act,
+                residual: None,
+            };
+            let (weight, bias) = (&w.weight, w.bias.as_deref());
+            if isa.wide() {
+                let k = DirectWide::new(&s.conv, input, row, weight, bias, epilogue, post(&w), pack, isa.level());
+                DenseStage::Wide(k)
+            } else {
+                DenseStage::Baseline(Direct::new(&s.conv, input, row, weight, bias, epilogue, post(&w), pack))
+            }
+        });
+
         let d = &block.depthwise;
         let mut dl = layer(d, weights);
-        if !g.expand {
+        if g.first == First::None {
             dl.permute_outputs(in_rel);
         }
         let conv = crate::ir::op::Conv {
@@ -321,7 +398,7 @@ impl FusedBlock {
             act: d.fused.act,
             residual: None,
         };
-        let depthwise = if !g.expand && isa.wide() && DepthwiseWide::supports(&d.conv) {
+        let depthwise = if g.first == First::None && isa.wide() && DepthwiseWide::supports(&d.conv) {
             DepthwiseStage::Input(DepthwiseWide::new(
                 &d.conv,
                 input,
@@ -336,7 +413,7 @@ impl FusedBlock {
             DepthwiseStage::Ring(super::depthwise(
                 isa,
                 &conv,
-                rows_buf(ring, l, g.w_in, g.hid),
+                rows_buf(ring, l, g.w_mid, g.hid),
                 dw_out,
                 &dl.weight,
                 dl.bias.as_deref(),
@@ -357,7 +434,7 @@ impl FusedBlock {
             };
             let spec = GemmSpec {
                 input: rows_buf(dw, rows, g.w_out, g.hid),
-                in_slots: (!g.expand).then_some(in_rel),
+                in_slots: (g.first == First::None).then_some(in_rel),
                 out: strided(out.stride),
                 out_slots: Some(out_rel),
                 groups: p.conv.groups,
@@ -381,6 +458,7 @@ impl FusedBlock {
             expand_next,
             expand_first_at,
             expand_next_at,
+            dense,
             depthwise,
             project,
             project_last,
@@ -396,11 +474,16 @@ impl FusedBlock {
         e.arena = arena;
     }
 
-    /// Fills ring rows `t0..t0 + count` for the band whose first output row is `y0`: when the
-    /// rows all lie inside the image and the block expands, the expansion reads them in place;
-    /// otherwise they are staged (zero rows for the padding) first.
+    /// Fills ring rows `t0..t0 + count` for the band whose first output row is `y0`: a dense
+    /// first stage computes them ([`Self::fill_dense`]); when the rows all lie inside the image
+    /// and the block expands, the expansion reads them in place; otherwise they are staged (zero
+    /// rows for the padding) first.
     fn fill(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
         let g = &self.g;
+        if let Some(dense) = &self.dense {
+            self.fill_dense(e, dense, region, image, y0, t0, count);
+            return;
+        }
         let in_place = if t0 == 0 {
             self.expand_first_at.as_ref()
         } else {
@@ -439,7 +522,8 @@ impl FusedBlock {
         let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
         let row_len = (g.w_in * g.c_in) as i64;
         // Without an expansion, input rows go straight into the ring.
-        let dst0 = if g.expand { stage } else { ring + t0 * g.w_in * g.hid } + self.scratch;
+        let expands = g.first == First::Expand;
+        let dst0 = if expands { stage } else { ring + t0 * g.w_in * g.hid } + self.scratch;
         let arena = e.arena;
         e.for_const(0, count as i64, |e, t| {
             let r = e.b.ins().iadd(first, t);
@@ -461,7 +545,7 @@ impl FusedBlock {
                 |e| zero(e, dst, row_len as usize),
             );
         });
-        if !g.expand {
+        if !expands {
             return;
         }
         let gemm = if t0 == 0 {
@@ -491,6 +575,47 @@ impl FusedBlock {
         });
     }
 
+    /// [`Self::fill`] by a dense first stage: each ring row inside the image is computed in
+    /// place from the block's input, the others (the depthwise convolution's vertical padding)
+    /// are zero.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_dense(
+        &self,
+        e: &mut Emit,
+        dense: &DenseStage,
+        region: Value,
+        image: i64,
+        y0: Value,
+        t0: usize,
+        count: usize,
+    ) {
+        let g = &self.g;
+        let ring = g.layout()[0];
+        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
+        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        let row_len = g.w_mid * g.hid;
+        let never = opaque_false(e, y0);
+        e.for_const(0, count as i64, |e, t| {
+            let r = e.b.ins().iadd(first, t);
+            let valid = e.in_bounds(r, g.h_mid as i64);
+            let d = e.b.ins().imul_imm_s(t, row_len as i64 * 4);
+            let d = e.b.ins().iadd(region, d);
+            let dst = e.b.ins().iadd_imm_s(d, (self.scratch + ring + t0 * row_len) as i64 * 4);
+            if_else(
+                e,
+                valid,
+                |e| match dense {
+                    DenseStage::Wide(k) => k.emit_row(e, image, r, dst),
+                    DenseStage::Baseline(k) => {
+                        let n = e.int(image);
+                        k.emit_row(e, never, n, r, dst);
+                    }
+                },
+                |e| zero(e, dst, row_len),
+            );
+        });
+    }
+
     /// Byte address of pixel row `(image, y)` of `buf`.
     fn row_addr(e: &mut Emit, buf: &Buf, image: i64, y: Value) -> Value {
         let row = e.b.ins().iadd_imm_s(y, image * buf.h as i64);
@@ -507,8 +632,14 @@ impl Kernel for FusedBlock {
 
     fn work_per_item(&self) -> usize {
         let g = &self.g;
-        let per_pixel = g.hid * (g.c_out + 9) + if g.expand { g.hid * g.c_in } else { 0 };
-        g.n * g.h_out * g.w_out * per_pixel / g.slots
+        let first = match &self.dense {
+            Some(DenseStage::Wide(k)) => k.work_per_item(),
+            Some(DenseStage::Baseline(k)) => k.work_per_item(),
+            None if g.first == First::Expand => g.w_mid * g.hid * g.c_in,
+            None => 0,
+        };
+        let per_row = g.w_out * g.hid * (g.c_out + 9);
+        (g.n * (g.h_out * per_row + g.h_mid * first)) / g.slots
     }
 
     fn host_fns(&self) -> Vec<&'static HostFn> {
@@ -523,6 +654,11 @@ impl Kernel for FusedBlock {
         for k in expansions.into_iter().flatten() {
             fns.extend(k.host_fns());
         }
+        fns.extend(match &self.dense {
+            Some(DenseStage::Wide(k)) => k.host_fns(),
+            Some(DenseStage::Baseline(k)) => k.host_fns(),
+            None => vec![],
+        });
         fns.extend(match &self.depthwise {
             DepthwiseStage::Ring(k) => k.host_fns(),
             DepthwiseStage::Input(k) => k.host_fns(),
@@ -588,11 +724,11 @@ impl Kernel for FusedBlock {
                         None => project(e, &self.project),
                     }
                     if carry > 0 && ring {
-                        let from = self.scratch + ring_at + (l - carry) * g.w_in * g.hid;
+                        let from = self.scratch + ring_at + (l - carry) * g.w_mid * g.hid;
                         let src = e.b.ins().iadd_imm_s(region, from as i64 * 4);
                         let dst = e.b.ins().iadd_imm_s(region, (self.scratch + ring_at) as i64 * 4);
                         let one = e.int(1);
-                        let n = carry * g.w_in * g.hid;
+                        let n = carry * g.w_mid * g.hid;
                         copy(e, src, n, dst, n, n, one);
                     }
                 });

@@ -155,39 +155,52 @@ impl Kernel for Direct {
 
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         let never = opaque_false(e, end);
-        let cout = self.out.c;
         e.for_range(begin, end, 1, |e, item| {
             let oh = self.out.h as i64;
             let n = e.b.ins().sdiv_imm_s(item, oh);
             let y = e.b.ins().srem_imm_s(item, oh);
-            let rows = row_pointers(
-                e,
-                &self.input,
-                n,
-                y,
-                self.kernel.0,
-                self.stride.0,
-                self.dilation.0,
-                self.pad.top,
-                self.zero,
-            );
             let out_row = pixel_row(e, &self.out, item);
             let res_row = self.epilogue.residual.map(|r| pixel_row(e, &r, item));
-            let full = (cout / BLOCK) as i64;
-            if full > 0 {
-                e.for_const(0, full, |e, b| {
-                    self.block(e, never, &rows, out_row, res_row, b, BLOCK);
-                });
-            }
-            if !cout.is_multiple_of(BLOCK) {
-                let b = e.int(full);
-                self.block(e, never, &rows, out_row, res_row, b, cout % BLOCK);
-            }
+            self.row(e, never, (n, y), out_row, res_row);
         });
     }
 }
 
 impl Direct {
+    /// Emits output row `y` of image `n` (both run-time values, the row inside the output) at
+    /// byte address `out_row`, reading the input from the arena: what a fused block's dense
+    /// first stage computes into its ring. `never` is a condition false at run time that the
+    /// optimizer cannot decide ([`opaque_false`]). The kernel must have no residual.
+    pub fn emit_row(&self, e: &mut Emit, never: Value, n: Value, y: Value, out_row: Value) {
+        assert!(self.epilogue.residual.is_none(), "a row into a ring has no residual");
+        self.row(e, never, (n, y), out_row, None);
+    }
+
+    fn row(&self, e: &mut Emit, never: Value, (n, y): (Value, Value), out_row: Value, res_row: Option<Value>) {
+        let cout = self.out.c;
+        let rows = row_pointers(
+            e,
+            &self.input,
+            n,
+            y,
+            self.kernel.0,
+            self.stride.0,
+            self.dilation.0,
+            self.pad.top,
+            self.zero,
+        );
+        let full = (cout / BLOCK) as i64;
+        if full > 0 {
+            e.for_const(0, full, |e, b| {
+                self.block(e, never, &rows, out_row, res_row, b, BLOCK);
+            });
+        }
+        if !cout.is_multiple_of(BLOCK) {
+            let b = e.int(full);
+            self.block(e, never, &rows, out_row, res_row, b, cout % BLOCK);
+        }
+    }
+
     /// Sweeps output row `(n, y)` for channel block `b`, of which `lanes` channels are real.
     #[allow(clippy::too_many_arguments)]
     fn block(
