@@ -16,10 +16,14 @@
 //! ```
 //!
 //! A band is `P` output rows; it needs `L = (P - 1) * stride + kh_eff` ring rows (`kh_eff` the
-//! dilated kernel height). Consecutive bands share `carry = kh_eff - stride` rows: after a band,
-//! the last `carry` ring rows move to the front and only `L - carry` new rows are computed.
-//! Ring rows outside the image (the depthwise convolution's vertical padding) are zero, so the
-//! depthwise generator runs without vertical padding.
+//! dilated kernel height). Consecutive bands share `carry = kh_eff - stride` rows, so a band
+//! computes only its `n = L - carry` new rows. With a first stage on AVX2, when `carry <= n`, the
+//! ring rotates ([`Geometry::rotates`]): it holds `2 n` rows, band `b` writes its new rows at ring
+//! row `n * (b mod 2)`, and the depthwise row function reads rows modulo the ring, so the shared
+//! rows never move (moving them cost MobileNetV2's blocks 2-4 0.02-0.10 ms each). Otherwise, after
+//! a band, the last `carry` ring rows move to the ring's front. Ring rows outside the image (the
+//! depthwise convolution's vertical padding) are zero, so the depthwise convolution runs without
+//! vertical padding.
 //!
 //! How the ring is filled depends on the first stage:
 //! - a 1x1 expansion reads a band's input rows in place when they all lie inside the image, and
@@ -79,9 +83,9 @@ pub const MAX_SLOT_BYTES: usize = 384 << 10;
 /// A block's scratch grows past [`MIN_SLOT_BYTES`] only while its input, its output and its
 /// scratch together stay within this many bytes, so the blocks that hold a network's peak keep
 /// small regions and the others get bands tall enough to amortize the carried rows. (MobileNetV2's
-/// first block, with the stem streamed into it, holds the peak: 2 MiB gave it 1.83 MiB of arena
-/// against 2.05 with 2.5 MiB, at the same speed.)
-pub const LIVE_BYTES: usize = 2 << 20;
+/// first block, with the stem streamed into it, holds the peak: 1.75 MiB gave it 1.67 MiB of
+/// arena against 2.00 with 2 MiB, at the same speed.)
+pub const LIVE_BYTES: usize = 7 << 18;
 /// The most output rows of a band.
 pub const MAX_BAND: usize = 16;
 
@@ -189,11 +193,13 @@ impl Geometry {
     }
 
     /// The estimated cost of this band height, in units of half an expanded row: every band
-    /// expands its new rows, copies the carried ones, and pays about one row of fixed costs (the
-    /// stages' calls, the row copies' loops, the matrix multiply's edge tiles). The busiest item
-    /// (the time on two threads) counts twice, all items (the time on one) once.
+    /// expands its new rows, copies the carried ones (unless the ring rotates), and pays about
+    /// one row of fixed costs (the stages' calls, the row copies' loops, the matrix multiply's
+    /// edge tiles). The busiest item (the time on two threads) counts twice, all items (the time
+    /// on one) once.
     fn cost(&self) -> usize {
-        let band = 2 * self.band * self.stride + self.carry() + 2;
+        let copied = if self.rotates() { 0 } else { self.carry() };
+        let band = 2 * self.band * self.stride + copied + 2;
         let bands = self.bands();
         (2 * bands.div_ceil(SLOTS) + bands) * band
     }
@@ -208,9 +214,32 @@ impl Geometry {
         self.kh_eff.saturating_sub(self.stride)
     }
 
+    /// New rows of a band, past those it shares with the previous one (`n`).
+    fn new_rows(&self) -> usize {
+        self.band * self.stride
+    }
+
+    /// Whether the ring can rotate instead of moving the carried rows to its front after each
+    /// band: with a first stage, and a carry of at most one band's new rows, a ring of `2 * n`
+    /// rows takes each band's new rows at row `n * (band index mod 2)`, in one piece, and the
+    /// depthwise convolution reads its rows modulo the ring (AVX2 only; the f32x4 path moves the
+    /// carried rows, in the same ring).
+    pub fn rotates(&self) -> bool {
+        self.first != First::None && self.carry() > 0 && self.carry() <= self.new_rows()
+    }
+
+    /// Rows of the ring: `2 * n` when it rotates, otherwise `L`.
+    fn ring_rows(&self) -> usize {
+        if self.rotates() {
+            2 * self.new_rows()
+        } else {
+            self.rows()
+        }
+    }
+
     /// Element offsets inside a region: ring, stage, depthwise output; and the region's length.
     fn layout(&self) -> [usize; 4] {
-        let ring = aligned(self.rows() * self.w_mid * self.hid);
+        let ring = aligned(self.ring_rows() * self.w_mid * self.hid);
         let stage_rows = if self.first == First::Expand {
             self.carry().max(self.rows() - self.carry())
         } else {
@@ -270,6 +299,19 @@ enum DepthwiseStage {
     /// Without an expansion, on AVX2: straight from the block's input, skipping the kernel rows
     /// in the padding, so no input row is copied; its output rows go to the region's `dw` part.
     Input(DepthwiseWide),
+    /// From a ring that rotates ([`Geometry::rotates`]), on AVX2: rows read modulo the ring.
+    Rotating(DepthwiseWide),
+}
+
+/// Ring rows to fill: rows `t0..t0 + count` of the window of the band whose first output row is
+/// `y0` in image `image`, written `shift` bytes past where a ring that does not rotate holds them.
+#[derive(Clone, Copy)]
+struct Fill {
+    image: i64,
+    y0: Value,
+    t0: usize,
+    count: usize,
+    shift: Value,
 }
 
 /// A dense first stage: computes one row of the depthwise convolution's input into the ring,
@@ -398,17 +440,25 @@ impl FusedBlock {
             act: d.fused.act,
             residual: None,
         };
-        let depthwise = if g.first == First::None && isa.wide() && DepthwiseWide::supports(&d.conv) {
-            DepthwiseStage::Input(DepthwiseWide::new(
+        let wide = isa.wide() && DepthwiseWide::supports(&d.conv);
+        let (dw_weight, dw_bias) = (&dl.weight, dl.bias.as_deref());
+        let depthwise = if wide && g.first == First::None {
+            let k = DepthwiseWide::new(&d.conv, input, dw_out, dw_weight, dw_bias, epilogue, post(&dl), pack);
+            DepthwiseStage::Input(k)
+        } else if wide && g.rotates() {
+            let ring = rows_buf(ring, g.ring_rows(), g.w_mid, g.hid);
+            let k = DepthwiseWide::over_ring(
                 &d.conv,
-                input,
+                carry,
+                ring,
                 dw_out,
-                &dl.weight,
-                dl.bias.as_deref(),
+                dw_weight,
+                dw_bias,
                 epilogue,
                 post(&dl),
                 pack,
-            ))
+            );
+            DepthwiseStage::Rotating(k)
         } else {
             DepthwiseStage::Ring(super::depthwise(
                 isa,
@@ -478,10 +528,17 @@ impl FusedBlock {
     /// first stage computes them ([`Self::fill_dense`]); when the rows all lie inside the image
     /// and the block expands, the expansion reads them in place; otherwise they are staged (zero
     /// rows for the padding) first.
-    fn fill(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
+    fn fill(&self, e: &mut Emit, region: Value, f: Fill) {
         let g = &self.g;
+        let Fill {
+            image,
+            y0,
+            t0,
+            count,
+            shift,
+        } = f;
         if let Some(dense) = &self.dense {
-            self.fill_dense(e, dense, region, image, y0, t0, count);
+            self.fill_dense(e, dense, region, f);
             return;
         }
         let in_place = if t0 == 0 {
@@ -490,7 +547,7 @@ impl FusedBlock {
             self.expand_next_at.as_ref()
         };
         let Some(gemm) = in_place else {
-            self.fill_staged(e, region, image, y0, t0, count);
+            self.fill_staged(e, region, f);
             return;
         };
         let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
@@ -504,32 +561,45 @@ impl FusedBlock {
                 let src = Self::row_addr(e, &self.input, image, first);
                 let arenas = Arenas {
                     input: src,
-                    out: region,
+                    out: e.b.ins().iadd(region, shift),
                     res: region,
                 };
                 let (begin, end) = (e.int(0), e.int(gemm.items() as i64));
                 gemm.emit_at(e, begin, end, arenas);
             },
-            |e| self.fill_staged(e, region, image, y0, t0, count),
+            |e| self.fill_staged(e, region, f),
         );
     }
 
     /// [`Self::fill`] through the stage (or, without an expansion, straight into the ring).
-    fn fill_staged(&self, e: &mut Emit, region: Value, image: i64, y0: Value, t0: usize, count: usize) {
+    fn fill_staged(&self, e: &mut Emit, region: Value, f: Fill) {
         let g = &self.g;
+        let Fill {
+            image,
+            y0,
+            t0,
+            count,
+            shift,
+        } = f;
+        let ring_region = e.b.ins().iadd(region, shift);
         let [ring, stage, ..] = g.layout();
         let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
         let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
         let row_len = (g.w_in * g.c_in) as i64;
         // Without an expansion, input rows go straight into the ring.
         let expands = g.first == First::Expand;
-        let dst0 = if expands { stage } else { ring + t0 * g.w_in * g.hid } + self.scratch;
+        let (dst0, base) = if expands {
+            (stage, region)
+        } else {
+            (ring + t0 * g.w_in * g.hid, ring_region)
+        };
+        let dst0 = dst0 + self.scratch;
         let arena = e.arena;
         e.for_const(0, count as i64, |e, t| {
             let r = e.b.ins().iadd(first, t);
             let valid = e.in_bounds(r, g.h_in as i64);
             let d = e.b.ins().imul_imm_s(t, row_len * 4);
-            let d = e.b.ins().iadd(region, d);
+            let d = e.b.ins().iadd(base, d);
             let dst = e.b.ins().iadd_imm_s(d, dst0 as i64 * 4);
             if_else(
                 e,
@@ -553,7 +623,14 @@ impl FusedBlock {
         } else {
             self.expand_next.as_ref()
         };
-        Self::run_in(e, region, gemm.expect("an expansion"));
+        let gemm = gemm.expect("an expansion");
+        let arenas = Arenas {
+            input: region,
+            out: ring_region,
+            res: region,
+        };
+        let (begin, end) = (e.int(0), e.int(gemm.items() as i64));
+        gemm.emit_at(e, begin, end, arenas);
         // Rows in the vertical padding are zero, not the expansion of zero.
         let hid_row = (g.w_in * g.hid) as i64;
         e.for_const(0, count as i64, |e, t| {
@@ -565,7 +642,7 @@ impl FusedBlock {
                 |_| {},
                 |e| {
                     let d = e.b.ins().imul_imm_s(t, hid_row * 4);
-                    let d = e.b.ins().iadd(region, d);
+                    let d = e.b.ins().iadd(ring_region, d);
                     let dst =
                         e.b.ins()
                             .iadd_imm_s(d, (self.scratch + ring + t0 * g.w_in * g.hid) as i64 * 4);
@@ -578,18 +655,16 @@ impl FusedBlock {
     /// [`Self::fill`] by a dense first stage: each ring row inside the image is computed in
     /// place from the block's input, the others (the depthwise convolution's vertical padding)
     /// are zero.
-    #[allow(clippy::too_many_arguments)]
-    fn fill_dense(
-        &self,
-        e: &mut Emit,
-        dense: &DenseStage,
-        region: Value,
-        image: i64,
-        y0: Value,
-        t0: usize,
-        count: usize,
-    ) {
+    fn fill_dense(&self, e: &mut Emit, dense: &DenseStage, region: Value, f: Fill) {
         let g = &self.g;
+        let Fill {
+            image,
+            y0,
+            t0,
+            count,
+            shift,
+        } = f;
+        let region = e.b.ins().iadd(region, shift);
         let ring = g.layout()[0];
         let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
         let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
@@ -661,7 +736,7 @@ impl Kernel for FusedBlock {
         });
         fns.extend(match &self.depthwise {
             DepthwiseStage::Ring(k) => k.host_fns(),
-            DepthwiseStage::Input(k) => k.host_fns(),
+            DepthwiseStage::Input(k) | DepthwiseStage::Rotating(k) => k.host_fns(),
         });
         fns.sort_by_key(|f| f.symbol);
         fns.dedup_by_key(|f| f.symbol);
@@ -684,23 +759,56 @@ impl Kernel for FusedBlock {
             let hi = e.b.ins().iadd_imm_s(item, 1);
             let hi = e.b.ins().imul_imm_s(hi, bands);
             let hi = e.b.ins().sdiv_imm_s(hi, slots);
+            let row_bytes = (g.w_mid * g.hid * 4) as i64;
+            let (n, cap) = (g.new_rows() as i64, g.ring_rows() as i64);
+            // Band `b`'s new rows go to ring row `n * (b mod 2)` when the ring rotates; the
+            // carried rows of the item's first band, before them modulo the ring.
+            let parity = |e: &mut Emit, b: Value| e.b.ins().band_imm_s(b, 1);
             for image in 0..g.n as i64 {
-                let ring = matches!(self.depthwise, DepthwiseStage::Ring(_));
-                if carry > 0 && ring {
+                let copies = matches!(self.depthwise, DepthwiseStage::Ring(_));
+                let rotates = matches!(self.depthwise, DepthwiseStage::Rotating(_));
+                if carry > 0 && (copies || rotates) {
                     let y0 = e.b.ins().imul_imm_s(lo, band);
-                    self.fill(e, region, image, y0, 0, carry);
+                    let shift = if rotates {
+                        let odd = parity(e, lo);
+                        let back = e.b.ins().imul_imm_s(odd, -n * row_bytes);
+                        e.b.ins().iadd_imm_s(back, (cap - carry as i64) * row_bytes)
+                    } else {
+                        e.int(0)
+                    };
+                    let f = Fill {
+                        image,
+                        y0,
+                        t0: 0,
+                        count: carry,
+                        shift,
+                    };
+                    self.fill(e, region, f);
                 }
                 e.for_range(lo, hi, 1, |e, b| {
                     let y0 = e.b.ins().imul_imm_s(b, band);
+                    let dw_at = e.b.ins().iadd_imm_s(region, (self.scratch + dw) as i64 * 4);
+                    let new_rows = |shift: Value| Fill {
+                        image,
+                        y0,
+                        t0: carry,
+                        count: l - carry,
+                        shift,
+                    };
                     match &self.depthwise {
                         DepthwiseStage::Ring(k) => {
-                            self.fill(e, region, image, y0, carry, l - carry);
+                            let shift = e.int(0);
+                            self.fill(e, region, new_rows(shift));
                             Self::run_in(e, region, k.as_ref());
                         }
-                        DepthwiseStage::Input(k) => {
-                            let out = e.b.ins().iadd_imm_s(region, (self.scratch + dw) as i64 * 4);
-                            k.emit_band(e, arena, image, y0, g.band, out);
+                        DepthwiseStage::Rotating(k) => {
+                            let odd = parity(e, b);
+                            let at = e.b.ins().imul_imm_s(odd, n * row_bytes);
+                            let shift = e.b.ins().iadd_imm_s(at, -(carry as i64) * row_bytes);
+                            self.fill(e, region, new_rows(shift));
+                            k.emit_band(e, region, 0, y0, g.band, dw_at);
                         }
+                        DepthwiseStage::Input(k) => k.emit_band(e, arena, image, y0, g.band, dw_at),
                     }
                     let out = Self::row_addr(e, &self.out, image, y0);
                     let res = match &self.residual {
@@ -723,7 +831,7 @@ impl Kernel for FusedBlock {
                         }
                         None => project(e, &self.project),
                     }
-                    if carry > 0 && ring {
+                    if carry > 0 && copies {
                         let from = self.scratch + ring_at + (l - carry) * g.w_mid * g.hid;
                         let src = e.b.ins().iadd_imm_s(region, from as i64 * 4);
                         let dst = e.b.ins().iadd_imm_s(region, (self.scratch + ring_at) as i64 * 4);

@@ -111,6 +111,50 @@ impl DepthwiseWide {
         post: Option<(&[f32], &[f32])>,
         pack: &mut Packer,
     ) -> DepthwiseWide {
+        Self::build(c, input, out, (weight, bias), epilogue, post, pack, 0)
+    }
+
+    /// The depthwise convolution `c` of a fused block over a ring of `ring.h` rows that the
+    /// input rows wrap around in: output row `y` (of the whole output, written where
+    /// [`Self::emit_band`] says) reads rows `(y * stride - first + i * dilation) mod ring.h` for
+    /// its kernel rows `i`, with `first` the ring's rows before the first output row's window
+    /// (the convolution's vertical padding is in the ring: rows of zeros). The other arguments
+    /// are those of [`Self::new`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn over_ring(
+        c: &Conv,
+        first: usize,
+        ring: Buf,
+        out: Buf,
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        post: Option<(&[f32], &[f32])>,
+        pack: &mut Packer,
+    ) -> DepthwiseWide {
+        let c = Conv {
+            pad: crate::ir::op::Pad {
+                top: first,
+                bottom: 0,
+                ..c.pad
+            },
+            ..c.clone()
+        };
+        let rows = ring.h as i64;
+        Self::build(&c, ring, out, (weight, bias), epilogue, post, pack, rows)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        c: &Conv,
+        input: Buf,
+        out: Buf,
+        (weight, bias): (&[f32], Option<&[f32]>),
+        epilogue: Epilogue,
+        post: Option<(&[f32], &[f32])>,
+        pack: &mut Packer,
+        ring: i64,
+    ) -> DepthwiseWide {
         let ch = input.c;
         assert!(
             c.groups == ch && c.out_channels == ch && out.c == ch,
@@ -133,6 +177,7 @@ impl DepthwiseWide {
             post: offset(post_at),
             post_stride: cp as i64,
             zero: -1,
+            ring,
             ..Geometry::of(c, &input, &out, &epilogue)
         };
         DepthwiseWide {
@@ -262,7 +307,10 @@ mod x86 {
             len: 0,
         };
         for i in 0..g.kh.clamp(0, MAX_KH as i64) {
-            let iy = r.iy0 + i * g.dh;
+            let mut iy = r.iy0 + i * g.dh;
+            if g.ring > 0 {
+                iy = iy.rem_euclid(g.ring);
+            }
             if (0..g.in_h).contains(&iy) {
                 rows.input[rows.len] = r.input.add((iy * row_len) as usize);
                 rows.weights[rows.len] = g.weights.max(0) as usize + i as usize * kw * cp;

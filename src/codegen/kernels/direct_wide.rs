@@ -103,6 +103,9 @@ pub struct Geometry {
     pub post_stride: i64,
     /// `cin` zeros, read for the taps that fall in the padding.
     pub zero: i64,
+    /// Rows of a ring the input rows wrap around in (input row `iy` is row `iy mod ring`, and
+    /// every row is present), or 0. Only the depthwise row function reads rings.
+    pub ring: i64,
 }
 
 /// `i64` fields of [`Geometry`].
@@ -134,6 +137,7 @@ impl Geometry {
             self.post,
             self.post_stride,
             self.zero,
+            self.ring,
         ]
     }
 
