@@ -314,6 +314,15 @@ struct Fill {
     shift: Value,
 }
 
+impl Fill {
+    /// Row of the depthwise convolution's input (negative in its top padding) that ring row `t0`
+    /// holds.
+    fn first_row(&self, e: &mut Emit, g: &Geometry) -> Value {
+        let sy = e.b.ins().imul_imm_s(self.y0, g.stride as i64);
+        e.b.ins().iadd_imm_s(sy, self.t0 as i64 - g.pad_top as i64)
+    }
+}
+
 /// A dense first stage: computes one row of the depthwise convolution's input into the ring,
 /// reading the block's input in place (kernel rows in the padding skipped).
 enum DenseStage {
@@ -532,10 +541,10 @@ impl FusedBlock {
         let g = &self.g;
         let Fill {
             image,
-            y0,
             t0,
             count,
             shift,
+            ..
         } = f;
         if let Some(dense) = &self.dense {
             self.fill_dense(e, dense, region, f);
@@ -550,8 +559,7 @@ impl FusedBlock {
             self.fill_staged(e, region, f);
             return;
         };
-        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
-        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        let first = f.first_row(e, g);
         // `0 <= first <= h_in - count`, in one unsigned compare.
         let inside = e.in_bounds(first, (g.h_in - count) as i64 + 1);
         if_else(
@@ -576,15 +584,14 @@ impl FusedBlock {
         let g = &self.g;
         let Fill {
             image,
-            y0,
             t0,
             count,
             shift,
+            ..
         } = f;
         let ring_region = e.b.ins().iadd(region, shift);
         let [ring, stage, ..] = g.layout();
-        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
-        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        let first = f.first_row(e, g);
         let row_len = (g.w_in * g.c_in) as i64;
         // Without an expansion, input rows go straight into the ring.
         let expands = g.first == First::Expand;
@@ -659,17 +666,16 @@ impl FusedBlock {
         let g = &self.g;
         let Fill {
             image,
-            y0,
             t0,
             count,
             shift,
+            ..
         } = f;
         let region = e.b.ins().iadd(region, shift);
         let ring = g.layout()[0];
-        let sy = e.b.ins().imul_imm_s(y0, g.stride as i64);
-        let first = e.b.ins().iadd_imm_s(sy, t0 as i64 - g.pad_top as i64);
+        let first = f.first_row(e, g);
         let row_len = g.w_mid * g.hid;
-        let never = opaque_false(e, y0);
+        let never = opaque_false(e, f.y0);
         e.for_const(0, count as i64, |e, t| {
             let r = e.b.ins().iadd(first, t);
             let valid = e.in_bounds(r, g.h_mid as i64);
