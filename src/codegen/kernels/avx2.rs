@@ -170,32 +170,42 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
     let half = cols <= 8;
+    // Full panels written to contiguous columns (the common case) store their accumulators
+    // straight from registers: with a run-time test of the columns in the epilogue, the
+    // compiler moved all twelve accumulators through the stack after every tile.
+    let dense = cols == NR as i64 && ep.scatter.is_none();
     macro_rules! fast {
         ($act:expr) => {
             match (half, table, res) {
+                (false, false, false) if dense => {
+                    rows_of::<2, false, true, $act, false, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
+                (false, false, true) if dense => {
+                    rows_of::<2, false, true, $act, true, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                }
                 (false, false, false) => {
-                    rows_of::<2, false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<2, false, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (false, false, true) => {
-                    rows_of::<2, false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<2, false, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (false, true, false) => {
-                    rows_of::<2, true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<2, true, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (false, true, true) => {
-                    rows_of::<2, true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<2, true, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (true, false, false) => {
-                    rows_of::<1, false, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<1, false, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (true, false, true) => {
-                    rows_of::<1, false, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<1, false, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (true, true, false) => {
-                    rows_of::<1, true, true, $act, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<1, true, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
                 (true, true, true) => {
-                    rows_of::<1, true, true, $act, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+                    rows_of::<1, true, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
                 }
             }
         };
@@ -204,8 +214,10 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         (true, ACT_NONE) => fast!(ACT_NONE),
         (true, ACT_RELU) => fast!(ACT_RELU),
         (true, ACT_RELU6) => fast!(ACT_RELU6),
-        _ if table => rows_of::<2, true, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
-        _ => rows_of::<2, false, false, ACT_NONE, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+        _ if table => {
+            rows_of::<2, true, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+        }
+        _ => rows_of::<2, false, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
     }
 }
 
@@ -221,7 +233,14 @@ const MR_HALF: usize = 12;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn rows_of<const NV: usize, const TABLE: bool, const PLAIN: bool, const ACT: i64, const RES: bool>(
+unsafe fn rows_of<
+    const NV: usize,
+    const TABLE: bool,
+    const PLAIN: bool,
+    const ACT: i64,
+    const RES: bool,
+    const DENSE: bool,
+>(
     a: *const f32,
     a_stride: isize,
     a_offsets: *const u32,
@@ -241,7 +260,7 @@ unsafe fn rows_of<const NV: usize, const TABLE: bool, const PLAIN: bool, const A
     macro_rules! heights {
         ($($h:literal)*) => {
             |height: usize, a: *const f32, ep: &Epilogue| match height {
-                $($h => tile::<$h, NV, TABLE, PLAIN, ACT, RES>(a, a_stride, a_offsets, panel, k, ep),)*
+                $($h => tile::<$h, NV, TABLE, PLAIN, ACT, RES, DENSE>(a, a_stride, a_offsets, panel, k, ep),)*
                 _ => {}
             }
         };
@@ -317,6 +336,7 @@ unsafe fn tile<
     const PLAIN: bool,
     const ACT: i64,
     const RES: bool,
+    const DENSE: bool,
 >(
     a: *const f32,
     a_stride: isize,
@@ -356,6 +376,25 @@ unsafe fn tile<
     }
     let zero = _mm256_setzero_ps();
     let six = _mm256_set1_ps(6.0);
+    if PLAIN && DENSE {
+        for (r, acc) in acc.iter().enumerate() {
+            let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
+            let res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(r as isize));
+            for (h, &v) in acc.iter().enumerate() {
+                let mut v = v;
+                if RES {
+                    v = _mm256_add_ps(v, _mm256_loadu_ps(res.wrapping_add(8 * h)));
+                }
+                v = match ACT {
+                    ACT_RELU => _mm256_max_ps(v, zero),
+                    ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+                    _ => v,
+                };
+                _mm256_storeu_ps(out.wrapping_add(8 * h), v);
+            }
+        }
+        return;
+    }
     if PLAIN {
         let full = ep.cols == NR;
         for (r, acc) in acc.iter().enumerate() {
