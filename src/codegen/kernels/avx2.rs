@@ -170,43 +170,36 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
     let half = cols <= 8;
-    // Full panels written to contiguous columns (the common case) store their accumulators
-    // straight from registers: with a run-time test of the columns in the epilogue, the
-    // compiler moved all twelve accumulators through the stack after every tile.
-    let dense = cols == NR as i64 && ep.scatter.is_none();
+    // Panels whose computed columns are all valid (16, or 8 one vector wide) and contiguous in
+    // the output store their accumulators straight from registers: with a run-time test of the
+    // columns in the epilogue, the compiler moved all twelve accumulators through the stack after
+    // every tile. This holds with input offset tables too (ShuffleNet's shuffled inputs).
+    let dense = cols == if half { NR / 2 } else { NR } as i64 && ep.scatter.is_none();
+    // `rows_of` with the const parameters of the run-time flags.
+    macro_rules! go {
+        ($nv:literal, $table:literal, $act:expr, $res:literal, $dense:literal) => {
+            rows_of::<$nv, $table, true, $act, $res, $dense>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
+        };
+    }
     macro_rules! fast {
         ($act:expr) => {
-            match (half, table, res) {
-                (false, false, false) if dense => {
-                    rows_of::<2, false, true, $act, false, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (false, false, true) if dense => {
-                    rows_of::<2, false, true, $act, true, true>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (false, false, false) => {
-                    rows_of::<2, false, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (false, false, true) => {
-                    rows_of::<2, false, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (false, true, false) => {
-                    rows_of::<2, true, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (false, true, true) => {
-                    rows_of::<2, true, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (true, false, false) => {
-                    rows_of::<1, false, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (true, false, true) => {
-                    rows_of::<1, false, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (true, true, false) => {
-                    rows_of::<1, true, true, $act, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
-                (true, true, true) => {
-                    rows_of::<1, true, true, $act, true, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
-                }
+            match (half, table, res, dense) {
+                (false, false, false, false) => go!(2, false, $act, false, false),
+                (false, false, false, true) => go!(2, false, $act, false, true),
+                (false, false, true, false) => go!(2, false, $act, true, false),
+                (false, false, true, true) => go!(2, false, $act, true, true),
+                (false, true, false, false) => go!(2, true, $act, false, false),
+                (false, true, false, true) => go!(2, true, $act, false, true),
+                (false, true, true, false) => go!(2, true, $act, true, false),
+                (false, true, true, true) => go!(2, true, $act, true, true),
+                (true, false, false, false) => go!(1, false, $act, false, false),
+                (true, false, false, true) => go!(1, false, $act, false, true),
+                (true, false, true, false) => go!(1, false, $act, true, false),
+                (true, false, true, true) => go!(1, false, $act, true, true),
+                (true, true, false, false) => go!(1, true, $act, false, false),
+                (true, true, false, true) => go!(1, true, $act, false, true),
+                (true, true, true, false) => go!(1, true, $act, true, false),
+                (true, true, true, true) => go!(1, true, $act, true, true),
             }
         };
     }
