@@ -3,8 +3,9 @@
 //! this CPU runs (kernels 1-7 including rectangular ones, strides 1-3, paddings, dilation,
 //! channel counts off the vector widths, batch > 1, a fused residual, outputs that are halves of a
 //! concat), and random kernels built directly on channel slices of wider buffers, with every
-//! epilogue, checked for their values, for leaving everything outside the output untouched and
-//! for giving bit-identical results however their rows are split.
+//! epilogue, checked for their values (the depthwise kernels bit for bit against the baseline),
+//! for leaving everything outside the output untouched and for giving bit-identical results
+//! however their rows are split.
 
 use netc::codegen::kernels::depthwise::Depthwise;
 use netc::codegen::kernels::depthwise_wide::DepthwiseWide;
@@ -449,11 +450,18 @@ impl SliceCase {
                         for ch in 0..out.c {
                             let i = out.at(n, y, x) + ch;
                             inside[i] = true;
+                            // The depthwise kernels compute each element by the same
+                            // operations (the bias, one fused multiply-add per tap in the
+                            // kernel's order, the epilogue): they agree bit for bit.
+                            let agree = if self.depthwise {
+                                whole[i].to_bits() == want[i].to_bits()
+                            } else {
+                                (whole[i] - want[i]).abs() <= TOLERANCE * scale
+                            };
                             assert!(
-                                (whole[i] - want[i]).abs() <= TOLERANCE * scale,
+                                agree,
                                 "{self:?} ({level:?}): element ({n}, {y}, {x}, {ch}): {} vs baseline {}",
-                                whole[i],
-                                want[i]
+                                whole[i], want[i]
                             );
                         }
                     }

@@ -22,7 +22,11 @@
 //! at stride 1 or 2 without dilation, with a kernel width known at compile time, the input
 //! vectors of a kernel row are loaded once into registers and shared by the taps that read them
 //! (`SLIDE`): at stride 1 a 3-wide row of six pixels takes 8 input loads instead of 18, which
-//! took the 3x3 layers from 34 to 45-51 GFLOP/s (the loads, not the FMAs, were the bound). As in
+//! took the 3x3 layers from 34 to 45-51 GFLOP/s (the loads, not the FMAs, were the bound). A tile
+//! of one channel block has one chain of dependent FMAs per pixel; where the chains are too few
+//! to hide the FMA latency, a tile takes several channel blocks at once (`x86::blocks`): two at
+//! stride 2, where the loads do not slide (MobileNet v1's stride-2 layers went from 20.7-26.1 to
+//! 24-30 GFLOP/s), and four for a border pixel. As in
 //! `depthwise.rs`, a tile runs through every channel block before the next tile starts, so the
 //! input is read in address order and every line of the tile's input pixels is used by all its
 //! channel blocks while it is in L1. Channels past the last multiple of eight are computed in one
@@ -385,12 +389,90 @@ mod x86 {
         let c = r.g.cin.max(0) as usize;
         let full = c / LANES * LANES;
         let mut c0 = 0;
+        if BORDER {
+            while c0 + 4 * LANES <= full {
+                blocks::<KW, NP, EPI, true, 4, 0>(r, weights, rows, x, c0);
+                c0 += 4 * LANES;
+            }
+        }
+        if BORDER || SLIDE == 2 {
+            while c0 + 2 * LANES <= full {
+                blocks::<KW, NP, EPI, BORDER, 2, SLIDE>(r, weights, rows, x, c0);
+                c0 += 2 * LANES;
+            }
+        }
         while c0 < full {
             pixels::<KW, NP, EPI, BORDER, false, SLIDE>(r, weights, rows, x, c0, LANES);
             c0 += LANES;
         }
         if c0 < c {
             pixels::<KW, NP, EPI, BORDER, true, SLIDE>(r, weights, rows, x, c0, c - c0);
+        }
+    }
+
+    /// Channels `c0..c0 + NB * 8` (`NB` full blocks) of output pixels `x..x + NP`: what
+    /// [`pixels`] computes for each block, with the blocks' multiply-adds interleaved. A tile of
+    /// one block has one chain of dependent multiply-adds per pixel, too few to hide their latency
+    /// when the pixels are few (a border pixel) or the input loads do not slide (stride 2).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn blocks<
+        const KW: usize,
+        const NP: usize,
+        const EPI: i64,
+        const BORDER: bool,
+        const NB: usize,
+        const STRIDE: usize,
+    >(
+        r: &Row,
+        weights: *const f32,
+        rows: &Rows,
+        x: i64,
+        c0: usize,
+    ) {
+        let g = &r.g;
+        let kw = if KW > 0 { KW } else { g.kw.max(0) as usize };
+        let cp = g.post_stride.max(0) as usize;
+        let mut acc: [[V; NP]; NB] = [[zero(); NP]; NB];
+        if !r.bias.is_null() {
+            for (h, a) in acc.iter_mut().enumerate() {
+                *a = [load(r.bias.add(c0 + h * LANES)); NP];
+            }
+        }
+        let is = g.in_stride as isize;
+        // With `STRIDE` > 0, the stride is `STRIDE` and the dilation 1.
+        let (step, tap) = match STRIDE {
+            0 => (g.sw as isize * is, g.dw as isize * is),
+            s => (s as isize * is, is),
+        };
+        let first = x * g.sw - g.pad_left;
+        for k in 0..rows.len {
+            let w = weights.add(rows.weights[k] + c0);
+            let p = rows.input[k].wrapping_offset(first as isize * is).wrapping_add(c0);
+            for j in 0..kw {
+                if BORDER && !(0..g.in_w).contains(&(first + j as i64 * g.dw)) {
+                    continue;
+                }
+                let pj = p.wrapping_offset(j as isize * tap);
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let wv = load(w.add(j * cp + h * LANES));
+                    for (u, a) in acc.iter_mut().enumerate() {
+                        let xv = load(pj.wrapping_offset(u as isize * step).wrapping_add(h * LANES));
+                        *a = fma(xv, wv, *a);
+                    }
+                }
+            }
+        }
+        let os = g.out_stride as usize;
+        let rs = g.res_stride as usize;
+        for (h, acc) in acc.iter().enumerate() {
+            let c = c0 + h * LANES;
+            for (u, &a) in acc.iter().enumerate() {
+                let xo = x as usize + u;
+                let out = r.out.add(xo * os + c);
+                let res = r.residual.wrapping_add(xo * rs + c);
+                finish::<EPI>(r, a, out, res, c, LANES);
+            }
         }
     }
 
