@@ -751,3 +751,72 @@ fn wide_tile_widths_row_tails_and_irregular_slots() {
         }
     }
 }
+
+/// Layers whose weights are large (256 KiB or more) and whose rows are few are split between
+/// threads by weight panels; a layer of one row (a classifier) computes up to four consecutive
+/// panels per call on AVX2. Panel counts around that (7, 8, 9, 10 with a narrow last panel),
+/// every epilogue, one and two rows, contiguous and scattered output columns: every split of the
+/// panels gives the same bits as one call.
+#[test]
+fn classifier_rows_over_consecutive_panels() {
+    let mut rng = Rng(29);
+    let k = 640;
+    for (i, n) in [112, 128, 144, 149].into_iter().enumerate() {
+        for (j, residual) in [Residual::None, Residual::InPlace, Residual::Separate(Layout::dense(n))]
+            .into_iter()
+            .enumerate()
+        {
+            for (a, act) in ACTS.into_iter().enumerate() {
+                let m = 1 + (i + a) % 4 / 3;
+                let out = if (i + j + a) % 5 == 4 {
+                    layout(3, n, 1, &mut rng)
+                } else {
+                    Layout::dense(n)
+                };
+                let case = Case {
+                    m,
+                    k,
+                    n,
+                    groups: 1,
+                    input: Layout::dense(k),
+                    out,
+                    shared_io: false,
+                    residual: residual.clone(),
+                    bias: (i + a) % 2 == 0,
+                    post: (j + a) % 3 == 2,
+                    act,
+                };
+                check(&case);
+            }
+        }
+    }
+    // The split is by panels: one item per panel.
+    let (weight, mut pack) = (vec![0.0f32; k * 149], Packer::default());
+    let buf = |c: usize| Buf {
+        offset: 0,
+        n: 1,
+        h: 1,
+        w: 1,
+        c,
+        stride: c,
+    };
+    for isa in isas().into_iter().filter(|i| i.level() == Level::Avx2) {
+        let gemm = Gemm::new(
+            &GemmSpec {
+                input: buf(k),
+                in_slots: None,
+                out: Buf { offset: k, ..buf(149) },
+                out_slots: None,
+                groups: 1,
+                weight: &weight,
+                bias: None,
+                residual: None,
+                act: None,
+                post: None,
+            },
+            &mut pack,
+            isa,
+        );
+        assert_eq!(gemm.items(), 10, "{isa:?}");
+    }
+}

@@ -24,12 +24,19 @@
 //! | `a`, `a_stride` | row 0 of the input at the group's first channel; row `r` starts at `a + r * a_stride` |
 //! | `a_offsets` | null when the `k` channels of a row are contiguous; else `k` `u32` offsets from the row start |
 //! | `panel`, `k` | the packed panel: `k` rows of 16 floats, zero-padded past `cols` |
-//! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`) |
+//! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`); or `16 * n` (`n` in `2..=`[`ROW_PANELS`]) for `n` consecutive full panels (see below) |
 //! | `bias`, `scale`, `shift` | 16 floats each (zero-padded past `cols`), or null |
 //! | `res`, `res_stride` | row 0 of the residual, or null |
 //! | `out`, `out_stride` | row 0 of the output |
 //! | `cols_at` | null when the columns are contiguous; else 16 `u32` output offsets then 16 residual offsets of the columns from the row starts |
 //! | `act`, `slope` | [`ACT_NONE`], [`ACT_RELU`], [`ACT_RELU6`] or [`ACT_LEAKY`] with its slope |
+//!
+//! A call with `cols = 16 * n` computes the panels `panel + p * k * 16` (`p < n`) with their
+//! bias, scale and shift at `+ 16 * p`, writing output (and reading residual) columns `16 * p..`;
+//! `cols_at` must then be null. With one row and a plain epilogue (no affine, activation none,
+//! relu or relu6), the `n` panels share the row's broadcasts and keep `2 * n` accumulator chains
+//! in flight: a classifier's one row computed a panel at a time waited on the latency of two
+//! chains of `k` FMAs.
 //!
 //! Only the `cols` valid columns of the residual and the output are touched (masked loads,
 //! stores and gathers, and per-column stores through `cols_at`), so the kernel reads and writes
@@ -50,6 +57,8 @@ pub const SYMBOL: &str = "netc_gemm_avx2_6x16";
 pub const NR: usize = 16;
 /// Rows of a full register tile.
 pub const MR: usize = 6;
+/// Most consecutive full panels one call computes (`cols = 16 * n`).
+pub const ROW_PANELS: usize = 4;
 
 pub const ACT_NONE: i64 = 0;
 pub const ACT_RELU: i64 = 1;
@@ -135,7 +144,42 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     if rows <= 0 || cols <= 0 {
         return;
     }
-    let cols = cols.min(NR as i64);
+    if cols > NR as i64 {
+        let n = (cols as usize / NR).min(ROW_PANELS);
+        let plain = scale.is_null() || shift.is_null();
+        if rows == 1 && a_offsets.is_null() && cols_at.is_null() && plain {
+            let args = (a, panel, k.max(0) as usize, bias, res, out);
+            match act {
+                ACT_NONE => return row_panels::<ACT_NONE>(n, args),
+                ACT_RELU => return row_panels::<ACT_RELU>(n, args),
+                ACT_RELU6 => return row_panels::<ACT_RELU6>(n, args),
+                _ => {}
+            }
+        }
+        let at = |p: *const f32, i: usize| if p.is_null() { p } else { p.add(NR * i) };
+        for i in 0..n {
+            gemm_avx2_6x16(
+                a,
+                a_stride,
+                a_offsets,
+                panel.add(i * k.max(0) as usize * NR),
+                k,
+                rows,
+                NR as i64,
+                at(bias, i),
+                at(scale, i),
+                at(shift, i),
+                at(res, i),
+                res_stride,
+                out.add(NR * i),
+                out_stride,
+                std::ptr::null(),
+                act,
+                slope,
+            );
+        }
+        return;
+    }
     let mask = (cols < NR as i64).then(|| {
         let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         let lo = _mm256_set1_epi32(cols as i32);
@@ -211,6 +255,64 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
             rows_of::<2, true, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep)
         }
         _ => rows_of::<2, false, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep),
+    }
+}
+
+/// One row of `n` (`2..=`[`ROW_PANELS`]) consecutive full panels with the plain epilogue `ACT`
+/// (see the module documentation).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_panels<const ACT: i64>(n: usize, args: RowArgs) {
+    match n {
+        2 => row_of::<2, ACT>(args),
+        3 => row_of::<3, ACT>(args),
+        _ => row_of::<4, ACT>(args),
+    }
+}
+
+/// The input row, the first panel, `k`, the bias, the residual and the output of a call of
+/// [`row_panels`].
+#[cfg(target_arch = "x86_64")]
+type RowArgs = (*const f32, *const f32, usize, *const f32, *const f32, *mut f32);
+
+/// One row of `P` consecutive full panels: per element the bias, one FMA per k in order, the
+/// residual, the activation `ACT`, as in [`tile`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn row_of<const P: usize, const ACT: i64>((a, panel, k, bias, res, out): RowArgs) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; P];
+    if !bias.is_null() {
+        for (p, acc) in acc.iter_mut().enumerate() {
+            for (h, v) in acc.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(bias.add(NR * p + 8 * h));
+            }
+        }
+    }
+    for kk in 0..k {
+        let x = _mm256_broadcast_ss(&*a.add(kk));
+        let w = panel.add(kk * NR);
+        for (p, acc) in acc.iter_mut().enumerate() {
+            for (h, v) in acc.iter_mut().enumerate() {
+                *v = _mm256_fmadd_ps(x, _mm256_loadu_ps(w.add(p * k * NR + 8 * h)), *v);
+            }
+        }
+    }
+    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+    for (p, acc) in acc.iter().enumerate() {
+        for (h, &v) in acc.iter().enumerate() {
+            let at = NR * p + 8 * h;
+            let mut v = v;
+            if !res.is_null() {
+                v = _mm256_add_ps(v, _mm256_loadu_ps(res.add(at)));
+            }
+            v = match ACT {
+                ACT_RELU => _mm256_max_ps(v, zero),
+                ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
+                _ => v,
+            };
+            _mm256_storeu_ps(out.add(at), v);
+        }
     }
 }
 

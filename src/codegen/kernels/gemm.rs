@@ -93,6 +93,9 @@
 //! columns, and computes it with one zmm per row. The code for items `begin..end` walks their rows
 //! in chunks (sized as above), and per chunk, group and panel makes one call of the
 //! micro-kernel, which computes the chunk's rows of that panel with the epilogue in registers.
+//! A layer of one row whose work is split by panels (a classifier at batch 1, see
+//! `Gemm::by_panels`) hands the AVX2 tile up to [`avx2::ROW_PANELS`] consecutive full panels per
+//! call, computed together: one panel of one row is two chains of `K` dependent FMAs.
 //!
 //! Slots that are not contiguous (ShuffleNet's shuffled, grouped or gapped channels, the split
 //! and concatenated halves of ShuffleNet v2) are passed as `u32` offset tables packed with the
@@ -865,6 +868,14 @@ impl Wide {
         }
     }
 
+    /// Most consecutive full panels of one row a call computes (see [`avx2::ROW_PANELS`]).
+    fn row_panels(self) -> usize {
+        match self {
+            Wide::Avx2 => avx2::ROW_PANELS,
+            Wide::Avx512 => 1,
+        }
+    }
+
     pub fn host(self) -> &'static HostFn {
         match self {
             Wide::Avx2 => &avx2::GEMM,
@@ -1264,7 +1275,7 @@ impl Gemm {
                     .as_ref()
                     .map(|r| (row_addr(e, arenas.res, r, b.res), r.stride));
                 let first = (g * panels) as i64;
-                let call = |e: &mut Emit, j: Value, cols: i64| {
+                let call = |e: &mut Emit, j: Value, cols: Value| {
                     // Packed data of panel `g * panels + j` at element `offset`, `per_panel`
                     // elements per panel.
                     let packed = |e: &mut Emit, offset: usize, per_panel: i64| {
@@ -1303,7 +1314,7 @@ impl Gemm {
                         panel,
                         e.int(self.k as i64),
                         rows,
-                        e.int(cols),
+                        cols,
                         bias,
                         scale,
                         shift,
@@ -1319,30 +1330,44 @@ impl Gemm {
                 };
                 if by_panels {
                     // Items are panels: the full ones in `begin..end`, then the narrow last one
-                    // when `end` covers it.
+                    // when `end` covers it. A layer of one row with contiguous columns takes up
+                    // to `Wide::row_panels` full panels per call.
                     let full_v = e.int(full);
                     let last = e.b.ins().smin(end, full_v);
-                    e.for_range(begin, last, 1, |e, j| call(e, j, nr));
+                    let step = match (m, wg.cols_at) {
+                        (1, None) => wide.row_panels() as i64,
+                        _ => 1,
+                    };
+                    e.for_range(begin, last, step, |e, j| {
+                        let left = e.b.ins().isub(last, j);
+                        let step_v = e.int(step);
+                        let n = e.b.ins().smin(left, step_v);
+                        let cols = e.b.ins().imul_imm_s(n, nr);
+                        call(e, j, cols)
+                    });
                     if tail > 0 {
                         let covered = e.b.ins().icmp_imm_s(IntCC::SignedGreaterThan, end, full);
                         e.if_then(covered, |e| {
                             let j = e.int(full);
-                            call(e, j, tail);
+                            let cols = e.int(tail);
+                            call(e, j, cols);
                         });
                     }
                     continue;
                 }
+                let nr_v = e.int(nr);
                 match full {
                     0 => {}
                     1 => {
                         let j = e.int(0);
-                        call(e, j, nr);
+                        call(e, j, nr_v);
                     }
-                    _ => e.for_const(0, full, |e, j| call(e, j, nr)),
+                    _ => e.for_const(0, full, |e, j| call(e, j, nr_v)),
                 }
                 if tail > 0 {
                     let j = e.int(full);
-                    call(e, j, tail);
+                    let cols = e.int(tail);
+                    call(e, j, cols);
                 }
             }
         });
