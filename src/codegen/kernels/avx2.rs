@@ -298,7 +298,6 @@ unsafe fn row_of<const P: usize, const ACT: i64>((a, panel, k, bias, res, out): 
             }
         }
     }
-    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
     for (p, acc) in acc.iter().enumerate() {
         for (h, &v) in acc.iter().enumerate() {
             let at = NR * p + 8 * h;
@@ -306,13 +305,21 @@ unsafe fn row_of<const P: usize, const ACT: i64>((a, panel, k, bias, res, out): 
             if !res.is_null() {
                 v = _mm256_add_ps(v, _mm256_loadu_ps(res.add(at)));
             }
-            v = match ACT {
-                ACT_RELU => _mm256_max_ps(v, zero),
-                ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
-                _ => v,
-            };
-            _mm256_storeu_ps(out.add(at), v);
+            _mm256_storeu_ps(out.add(at), activate::<ACT>(v));
         }
+    }
+}
+
+/// The plain epilogue's activation `ACT` ([`ACT_NONE`], [`ACT_RELU`] or [`ACT_RELU6`]) of `v`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn activate<const ACT: i64>(v: __m256) -> __m256 {
+    let zero = _mm256_setzero_ps();
+    match ACT {
+        ACT_RELU => _mm256_max_ps(v, zero),
+        ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(6.0)),
+        _ => v,
     }
 }
 
@@ -480,12 +487,7 @@ unsafe fn tile<
                 if RES {
                     v = _mm256_add_ps(v, _mm256_loadu_ps(res.wrapping_add(8 * h)));
                 }
-                v = match ACT {
-                    ACT_RELU => _mm256_max_ps(v, zero),
-                    ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
-                    _ => v,
-                };
-                _mm256_storeu_ps(out.wrapping_add(8 * h), v);
+                _mm256_storeu_ps(out.wrapping_add(8 * h), activate::<ACT>(v));
             }
         }
         return;
@@ -501,11 +503,7 @@ unsafe fn tile<
                 if RES {
                     v = _mm256_add_ps(v, load_first(res.wrapping_add(8 * h), valid));
                 }
-                v = match ACT {
-                    ACT_RELU => _mm256_max_ps(v, zero),
-                    ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), six),
-                    _ => v,
-                };
+                v = activate::<ACT>(v);
                 match &ep.scatter {
                     None => store_first(out.wrapping_add(8 * h), valid, v),
                     Some(at) => {
