@@ -47,11 +47,15 @@
 //! element is read before it is written. The function never panics.
 //!
 //! While it computes, the call prefetches the `k` lines of the panel that follows its own in the
-//! packed weights (the next call's, in the loop nests of `gemm.rs`), each tile a share of them.
+//! packed weights (the next call's, in the loop nests of `gemm.rs`): tile `i` of `t` prefetches
+//! lines `i, i + t, ...`, one every `t` k-steps, so the requests are spread over the whole call.
 //! Only `prefetcht0` hints read there, which never fault, so the panel may be the last one. In a
 //! network, a layer's weights have left L2 (and often L3) since the previous run, and the first
-//! tile of every call waited on them: best of ten alternating profiles, ShuffleNetV2's 1x1 layers
-//! took 2-10% less time and the sum of its nodes 4.03 -> 3.91 ms; MobileNet v1's 7x7 layers 4-5%.
+//! tile of every call waited on its panel. Each tile prefetching its share in a burst at its
+//! start took ShuffleNetV2's sum of node times from 4.03 to 3.91 ms (best of ten alternating
+//! profiles); spreading the requests, against the bursts (best of six to eight): MobileNet v1
+//! 13.35 -> 13.07 ms (its 7x7 1x1 layers 10-14% faster, at the speed they reach when timed a
+//! second time in a row), ShuffleNetV2 3.97 -> 3.86, MobileNetV2 7.87 -> 7.47.
 
 use super::avx512;
 use crate::codegen::host::HostFn;
@@ -374,15 +378,12 @@ unsafe fn rows_of<
             }
         };
     }
-    // Tile `i` prefetches lines `i * share..` of the next panel (see the module documentation).
-    let share = k.div_ceil(tiles);
+    // Tile `i` prefetches lines `i, i + tiles, ...` of the next panel, one every `tiles`
+    // k-steps (see the module documentation).
     let next = panel.wrapping_add(NR * k);
     for i in 0..tiles {
         let height = short + usize::from(i < taller);
-        let fetch = (
-            next.wrapping_add(NR * share * i),
-            share.min(k.saturating_sub(share * i)),
-        );
+        let fetch = (next.wrapping_add(NR * i), tiles);
         if NV == 1 {
             heights!(1 2 3 4 5 6 7 8 9 10 11 12)(height, a, ep, fetch);
         } else {
@@ -460,8 +461,8 @@ unsafe fn tile<
     panel: *const f32,
     k: usize,
     ep: &Epilogue,
-    // `fetches` panel lines from `fetch` on, to prefetch one per k-step.
-    (fetch, fetches): (*const f32, usize),
+    // The panel line to prefetch at k-step 0, and the lines (and k-steps) between prefetches.
+    (fetch, every): (*const f32, usize),
 ) {
     let mut bias = [_mm256_setzero_ps(); NV];
     if !ep.bias.is_null() {
@@ -475,9 +476,11 @@ unsafe fn tile<
         *row = a.wrapping_offset(a_stride.wrapping_mul(r as isize));
     }
     let mut w = panel;
+    let mut due = 0;
     for kk in 0..k {
-        if kk < fetches {
+        if kk == due {
             _mm_prefetch::<_MM_HINT_T0>(fetch.wrapping_add(NR * kk) as *const i8);
+            due += every;
         }
         let mut wv = [_mm256_setzero_ps(); NV];
         for (h, x) in wv.iter_mut().enumerate() {
