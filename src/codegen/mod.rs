@@ -450,6 +450,25 @@ fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
     Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
 }
 
+/// Kernels this far back (or fewer) may prefetch a later kernel's weights.
+const PREFETCH_REACH: usize = 3;
+
+/// Gives the weights of every kernel that streams them from memory (a classifier at batch 1:
+/// 4-5 MB read once per run, long evicted since the previous run) to the nearest of the
+/// [`PREFETCH_REACH`] kernels before it that can prefetch while it computes (the last 1x1
+/// layer, which is bound by its multiply-adds).
+fn prefetch_streamed_weights(kernels: &mut [(String, Box<dyn kernels::Kernel>)]) {
+    for i in 0..kernels.len() {
+        let Some((offset, floats)) = kernels[i].1.streamed_weights() else {
+            continue;
+        };
+        let earlier = i.saturating_sub(PREFETCH_REACH)..i;
+        if let Some(j) = earlier.rev().find(|&j| kernels[j].1.prefetch_capacity() > 0) {
+            kernels[j].1.prefetch_ahead(offset, floats.div_ceil(16));
+        }
+    }
+}
+
 /// Generates and finalizes the code of every node of a placed and planned `graph` (see
 /// [`crate::Compiled::planned`]), with `weights` (checked against the unoptimized graph) packed in.
 pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Executable, Diagnostic> {
@@ -465,25 +484,30 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
     let mut pack = kernels::Packer {
         data: Vec::with_capacity(params + params / 8),
     };
-    let mut pending = Vec::new();
-    let mut clif = Vec::new();
+    let mut lowered = Vec::new();
     for ix in graph.topo_order().expect("the verifier rejects cycles") {
         let node = graph.node(ix);
-        let lowered = kernels::lower(graph, ix, weights, &mut pack, options.isa);
-        let count = lowered.len();
-        for (i, kernel) in lowered.into_iter().enumerate() {
+        let kernels = kernels::lower(graph, ix, weights, &mut pack, options.isa);
+        let count = kernels.len();
+        for (i, kernel) in kernels.into_iter().enumerate() {
             // Gathers of staged inputs run before the node's own kernel, under their own names.
             let name = if i + 1 == count {
                 node.name.clone()
             } else {
                 format!("{}.gather{i}", node.name)
             };
-            let (id, text) = module
-                .define(&format!("k{}", pending.len()), kernel.as_ref(), options.keep_clif)
-                .map_err(|e| fail(&name, e))?;
-            clif.extend(text.map(|t| (name.clone(), t)));
-            pending.push((id, name, kernel.items(), kernel.work_per_item()));
+            lowered.push((name, kernel));
         }
+    }
+    prefetch_streamed_weights(&mut lowered);
+    let mut pending = Vec::new();
+    let mut clif = Vec::new();
+    for (name, kernel) in lowered {
+        let (id, text) = module
+            .define(&format!("k{}", pending.len()), kernel.as_ref(), options.keep_clif)
+            .map_err(|e| fail(&name, e))?;
+        clif.extend(text.map(|t| (name.clone(), t)));
+        pending.push((id, name, kernel.items(), kernel.work_per_item()));
     }
     let ids: Vec<FuncId> = pending.iter().map(|p| p.0).collect();
     let (module, fns) = module.finish(&ids).map_err(|e| fail("finalizing", e))?;
@@ -513,4 +537,81 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
         outputs,
         clif,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernels::Kernel;
+    use super::{prefetch_streamed_weights, Emit};
+    use cranelift_codegen::ir::Value;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// What a probe was asked to prefetch.
+    type Given = Rc<Cell<Option<(usize, usize)>>>;
+    /// Named kernels, as the code generator holds them.
+    type Kernels = Vec<(String, Box<dyn Kernel>)>;
+
+    /// A kernel that only answers the prefetch questions and records what it was given.
+    struct Probe {
+        streams: Option<(usize, usize)>,
+        capacity: usize,
+        given: Given,
+    }
+
+    impl Kernel for Probe {
+        fn items(&self) -> usize {
+            1
+        }
+        fn work_per_item(&self) -> usize {
+            1
+        }
+        fn emit(&self, _: &mut Emit, _: Value, _: Value) {}
+        fn streamed_weights(&self) -> Option<(usize, usize)> {
+            self.streams
+        }
+        fn prefetch_capacity(&self) -> usize {
+            self.capacity
+        }
+        fn prefetch_ahead(&mut self, offset: usize, lines: usize) {
+            self.given.set(Some((offset, lines.min(self.capacity))));
+        }
+    }
+
+    fn probes(specs: &[(Option<(usize, usize)>, usize)]) -> (Kernels, Vec<Given>) {
+        let given: Vec<_> = specs.iter().map(|_| Rc::new(Cell::new(None))).collect();
+        let kernels = specs
+            .iter()
+            .zip(&given)
+            .enumerate()
+            .map(|(i, (&(streams, capacity), given))| {
+                let probe = Probe {
+                    streams,
+                    capacity,
+                    given: given.clone(),
+                };
+                (format!("k{i}"), Box::new(probe) as Box<dyn Kernel>)
+            })
+            .collect();
+        (kernels, given)
+    }
+
+    #[test]
+    fn streamed_weights_go_to_the_nearest_earlier_kernel_that_can_prefetch() {
+        // A layer that can prefetch, one that cannot (a pooling), then a classifier streaming
+        // 3200 floats (200 lines) from offset 160.
+        let (mut kernels, given) = probes(&[(None, 1000), (None, 64), (None, 0), (Some((160, 3200)), 0)]);
+        prefetch_streamed_weights(&mut kernels);
+        assert_eq!(given[0].get(), None, "a farther kernel is not asked");
+        assert_eq!(given[1].get(), Some((160, 64)), "the nearest one, within its capacity");
+        assert_eq!(given[2].get(), None);
+        assert_eq!(given[3].get(), None);
+    }
+
+    #[test]
+    fn streamed_weights_beyond_reach_are_not_prefetched() {
+        let (mut kernels, given) = probes(&[(None, 1000), (None, 0), (None, 0), (None, 0), (Some((0, 1600)), 0)]);
+        prefetch_streamed_weights(&mut kernels);
+        assert!(given.iter().all(|g| g.get().is_none()));
+    }
 }

@@ -32,6 +32,7 @@
 //! | `out`, `out_stride` | row 0 of the output |
 //! | `cols_at` | null when the columns are contiguous (`ooff(c) = roff(c) = c`); else 32 `u32` output offsets `ooff(0..32)` then 32 residual offsets `roff(0..32)` from the row starts |
 //! | `act`, `slope` | `ACT_NONE`, `ACT_RELU`, `ACT_RELU6` or `ACT_LEAKY` (see `avx2.rs`) with its slope |
+//! | `ahead`, `ahead_lines` | lines of a later kernel's weights to prefetch (see `avx2.rs`); this tile ignores them |
 //!
 //! Only the `cols` valid columns of the residual and the output are touched (masked loads, stores,
 //! gathers and scatters with a `__mmask16` per vector), so the kernel reads and writes nothing
@@ -85,6 +86,8 @@ pub const PARAMS: &[Ty] = &[
     Ty::Ptr, // cols_at
     Ty::I64, // act
     Ty::F32, // slope
+    Ty::Ptr, // ahead
+    Ty::I64, // ahead_lines
 ];
 
 /// The micro-kernel as a host function of the generated code (see the calling convention above).
@@ -148,6 +151,9 @@ pub unsafe extern "C" fn gemm_avx512_12x32(
     cols_at: *const u32,
     act: i64,
     slope: f32,
+    // The AVX-512 tile does not prefetch for later kernels.
+    _ahead: *const f32,
+    _ahead_lines: i64,
 ) {
     if rows <= 0 || cols <= 0 {
         return;

@@ -840,6 +840,10 @@ pub struct Gemm {
     bases: Vec<Bases>,
     /// When all groups share the plan of group 0 and their bases step by a constant: that step.
     group_step: Option<Bases>,
+    /// Weights of a later kernel for the calls to prefetch while they compute (see
+    /// [`Kernel::prefetch_ahead`]): the offset of the first of their lines of 16 floats in the
+    /// packed weights, and the lines.
+    ahead: Option<(usize, usize)>,
 }
 
 /// The micro-kernel of the wide path.
@@ -1147,6 +1151,7 @@ impl Gemm {
             plans,
             bases,
             group_step,
+            ahead: None,
         }
     }
 
@@ -1307,6 +1312,19 @@ impl Gemm {
                         None => (null, null),
                     };
                     let out = e.b.ins().iadd(out, col_bytes);
+                    // Call `j` (a panel) prefetches lines `j * k..` of the later kernel's
+                    // weights; the micro-kernel clamps the count to `0..=k`.
+                    let (ahead, ahead_lines) = match self.ahead.filter(|_| by_panels) {
+                        Some((offset, lines)) => {
+                            let at = e.b.ins().imul_imm_s(j, self.k as i64 * nr * 4);
+                            let at = e.b.ins().iadd(e.weights, at);
+                            let at = e.b.ins().iadd_imm_s(at, offset as i64 * 4);
+                            let done = e.b.ins().imul_imm_s(j, self.k as i64);
+                            let lines = e.int(lines as i64);
+                            (at, e.b.ins().isub(lines, done))
+                        }
+                        None => (null, null),
+                    };
                     let args = [
                         a,
                         e.int(self.input.stride as i64),
@@ -1325,6 +1343,8 @@ impl Gemm {
                         cols_at,
                         e.int(act),
                         e.f32(slope),
+                        ahead,
+                        ahead_lines,
                     ];
                     e.b.ins().call(f, &args);
                 };
@@ -1649,6 +1669,27 @@ impl Kernel for Gemm {
     fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
         let arenas = Arenas::arena(e);
         self.emit_at(e, begin, end, arenas);
+    }
+
+    /// A layer of one row on the wide path with large weights (a classifier at batch 1) reads
+    /// each weight once, straight from memory.
+    fn streamed_weights(&self) -> Option<(usize, usize)> {
+        (self.wide.is_some() && self.rows() == 1 && self.weight_bytes() >= 256 * 1024)
+            .then(|| (self.weights, self.weight_bytes() / 4))
+    }
+
+    /// On the AVX2 path split by panels (the 7x7 layers before a classifier), each call can
+    /// prefetch up to `k` lines while it computes its rows.
+    fn prefetch_capacity(&self) -> usize {
+        let calls = self.groups * self.panels();
+        match self.wide {
+            Some(Wide::Avx2) if self.by_panels() && self.rows() > 1 => calls * self.k,
+            _ => 0,
+        }
+    }
+
+    fn prefetch_ahead(&mut self, offset: usize, lines: usize) {
+        self.ahead = Some((offset, lines.min(self.prefetch_capacity())));
     }
 }
 

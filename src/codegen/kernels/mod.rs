@@ -41,6 +41,18 @@ pub trait Kernel {
     fn host_fns(&self) -> Vec<&'static HostFn> {
         Vec::new()
     }
+    /// The kernel's weights, `(offset, floats)` in the packed weights, when it is bound by
+    /// reading them from memory (each used once), so that an earlier kernel should prefetch them.
+    fn streamed_weights(&self) -> Option<(usize, usize)> {
+        None
+    }
+    /// Lines of 16 floats the kernel can prefetch for a later one while it computes.
+    fn prefetch_capacity(&self) -> usize {
+        0
+    }
+    /// Makes the kernel prefetch the lines of 16 floats from element `offset` of the packed
+    /// weights on (`offset` is a multiple of 16), as many of `lines` as its capacity allows.
+    fn prefetch_ahead(&mut self, _offset: usize, _lines: usize) {}
 }
 
 /// The packed weights of the whole network, one f32 buffer; each kernel reads its part at
