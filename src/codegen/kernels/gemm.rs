@@ -814,6 +814,11 @@ impl Columns {
     }
 }
 
+/// Packed weights of at least this many bytes are read from L3 or memory at every run: the
+/// layer then reads them as few times as it can (see [`Gemm::chunk_blocks`] and
+/// [`Gemm::by_panels`]), and one of a single row streams them (see `streamed_weights`).
+const LARGE_WEIGHTS: usize = 256 * 1024;
+
 /// A 1x1 convolution or dense layer as a matrix multiply with a fused epilogue.
 pub struct Gemm {
     /// The micro-kernel that computes the tiles on the wide path (panels of [`Wide::nr`]
@@ -1196,7 +1201,7 @@ impl Gemm {
         let mut rows = (96 * 1024 / row_in).min(48 * 1024 / row_out);
         if weight_bytes <= 32 * 1024 {
             rows = if self.wide.is_some() { rows.min(16 * mr) } else { mr };
-        } else if weight_bytes >= 256 * 1024 {
+        } else if weight_bytes >= LARGE_WEIGHTS {
             if self.one_chunk() {
                 // All rows, the last partial block included: a chunk of its few rows alone
                 // would read all the weights again.
@@ -1220,7 +1225,7 @@ impl Gemm {
         self.wide.is_some()
             && self.groups == 1
             && self.panels() >= 2
-            && self.weight_bytes() >= 256 * 1024
+            && self.weight_bytes() >= LARGE_WEIGHTS
             && self.one_chunk()
     }
 
@@ -1674,7 +1679,7 @@ impl Kernel for Gemm {
     /// A layer of one row on the wide path with large weights (a classifier at batch 1) reads
     /// each weight once, straight from memory.
     fn streamed_weights(&self) -> Option<(usize, usize)> {
-        (self.wide.is_some() && self.rows() == 1 && self.weight_bytes() >= 256 * 1024)
+        (self.wide.is_some() && self.rows() == 1 && self.weight_bytes() >= LARGE_WEIGHTS)
             .then(|| (self.weights, self.weight_bytes() / 4))
     }
 
