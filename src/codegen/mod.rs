@@ -20,6 +20,7 @@ pub mod params;
 use crate::diag::Diagnostic;
 use crate::ir::Graph;
 use crate::runtime::executor::{Executable, KernelFn, Step};
+use crate::runtime::pages::Pages;
 use crate::runtime::{errors, Weights};
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::{types, AbiParam, Function, InstBuilder, Signature, UserFuncName};
@@ -421,7 +422,7 @@ pub fn compile_kernel(kernel: &dyn Kernel) -> Result<(JITModule, KernelFn), Stri
 pub const MAX_ARENA_BYTES: usize = 8 << 30;
 
 /// The zeroed arena, or a diagnostic if it is too large or cannot be allocated.
-fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
+fn allocate_arena(len: usize, batch: usize) -> Result<Pages, Diagnostic> {
     let bytes = len.saturating_mul(4);
     let too_large = |why: &str| {
         Diagnostic::error(
@@ -434,20 +435,7 @@ fn allocate_arena(len: usize, batch: usize) -> Result<Vec<f32>, Diagnostic> {
     if bytes > MAX_ARENA_BYTES {
         return Err(too_large(&format!("the limit is {MAX_ARENA_BYTES} bytes")));
     }
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| too_large("the size overflows"))?;
-    // Zeroed memory straight from the allocator: large blocks come as fresh zero pages, so the
-    // arena costs nothing until the first run touches it.
-    // SAFETY: the layout has a non-zero size.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
-    if ptr.is_null() {
-        return Err(too_large("the memory cannot be allocated"));
-    }
-    // SAFETY: `ptr` was allocated by the global allocator with the layout of `len` f32s, which
-    // are initialized (all-zero bits are 0.0).
-    Ok(unsafe { Vec::from_raw_parts(ptr, len, len) })
+    Pages::zeroed(len).ok_or_else(|| too_large("the memory cannot be allocated"))
 }
 
 /// Kernels this far back (or fewer) may prefetch a later kernel's weights.
@@ -530,7 +518,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
     Ok(Executable::new(
         module,
         steps,
-        pack.data,
+        Pages::from_vec(pack.data),
         arena,
         input,
         graph.node(graph.inputs[0]).shape.0.clone(),

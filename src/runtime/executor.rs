@@ -8,6 +8,7 @@
 //! thread count.
 
 use super::errors;
+use super::pages::Pages;
 use super::pool::Pool;
 use super::tensor::Tensor;
 use crate::codegen::layout::Buf;
@@ -30,8 +31,8 @@ pub struct Executable {
     // Owns the code the steps point into; freed when the executable is dropped.
     module: Option<JITModule>,
     steps: Vec<Step>,
-    weights: Vec<f32>,
-    arena: Vec<f32>,
+    weights: Pages,
+    arena: Pages,
     input: Buf,
     input_shape: Vec<usize>,
     outputs: Vec<(Buf, Vec<usize>)>,
@@ -56,8 +57,8 @@ impl Executable {
     pub fn new(
         module: JITModule,
         steps: Vec<Step>,
-        weights: Vec<f32>,
-        arena: Vec<f32>,
+        weights: Pages,
+        arena: Pages,
         input: Buf,
         input_shape: Vec<usize>,
         outputs: Vec<(Buf, Vec<usize>)>,

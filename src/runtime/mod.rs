@@ -5,6 +5,7 @@
 //! - `input.rs` images, `.npy` files, random inputs, top-K;
 //! - `reference.rs` the slow, obviously correct interpreter that is the numerics oracle;
 //! - `executor.rs` runs the generated kernels over the arena; `pool.rs` its worker threads;
+//!   `pages.rs` the arena's and the weights' memory, on huge pages where the system allows;
 //! - `bench.rs` compile time, latency statistics and per-node profiles of the generated code;
 //! - `errors.rs` the diagnostics of all of the above.
 
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod errors;
 pub mod executor;
 pub mod input;
+pub mod pages;
 pub mod pool;
 pub mod reference;
 pub mod tensor;
