@@ -14,7 +14,12 @@
 # errors with default flags either); it is spelled out so an older default (`stack`) cannot turn
 # the JIT code into false reports. --fair-sched=yes makes the threads take turns in order, which
 # keeps the spinning barrier between kernel steps from wasting whole time slices.
+#
+# NETC_HEAP_BUFFERS=1 keeps the arena and the packed weights on the heap, sized exactly: netc
+# otherwise maps them on whole (often huge) pages, and memcheck could not see an access past
+# their ends into the rest of the last page.
 set -euo pipefail
+export NETC_HEAP_BUFFERS=1
 
 cd "$(dirname "$0")/.."
 RES="${RES:-64}"

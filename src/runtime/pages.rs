@@ -11,13 +11,19 @@
 //! buffers sit at multiples of 64 bytes from the start, which a heap block does not align (MobileNet
 //! v1 ran 1.6% slower with its weights 16 bytes off a 64-byte boundary; MobileNetV2's 1.7 MB arena
 //! and EffNet's buffers gained 2-4% from starting on a page). Other systems, and
-//! any failure of the mapping, fall back to an ordinary `Vec`; the advice is only a hint, so a
-//! system without huge pages runs the same code on small pages.
+//! any failure of the mapping, fall back to an ordinary `Vec` (as does every buffer when
+//! [`HEAP_BUFFERS`] is set); the advice is only a hint, so a system without huge pages runs the
+//! same code on small pages.
 
 use std::ops::{Deref, DerefMut};
 
 /// Size of a huge page, and the smallest buffer put on huge pages.
 pub const HUGE: usize = 2 << 20;
+
+/// An environment variable that, set to anything, keeps every buffer on the heap, sized exactly:
+/// a mapping rounds its size up to whole pages, and a memory checker (`scripts/valgrind.sh` sets
+/// it) sees an access past the end of a buffer only when nothing follows it.
+pub const HEAP_BUFFERS: &str = "NETC_HEAP_BUFFERS";
 
 /// Size of a small page: every mapping starts on one.
 const PAGE: usize = 4096;
@@ -103,7 +109,7 @@ fn heap_zeroed(len: usize) -> Option<Vec<f32>> {
 #[cfg(target_os = "linux")]
 fn map(len: usize) -> Option<Store> {
     let size = len.checked_mul(4)?;
-    if size == 0 {
+    if size == 0 || std::env::var_os(HEAP_BUFFERS).is_some() {
         return None;
     }
     let huge = size >= HUGE;
