@@ -8,10 +8,10 @@
 //! at least [`HUGE`] bytes is its own anonymous mapping, aligned to 2 MiB and advised with
 //! `MADV_HUGEPAGE` before anything touches it (the pages are then faulted in as huge pages).
 //! A smaller buffer is its own mapping too, for the alignment: the kernels' packed panels and
-//! buffers sit at multiples of 64 bytes from the start, which a heap block does not align (MobileNet
-//! v1 ran 1.6% slower with its weights 16 bytes off a 64-byte boundary; MobileNetV2's 1.7 MB arena
-//! and EffNet's buffers gained 2-4% from starting on a page). Other systems, and
-//! any failure of the mapping, fall back to an ordinary `Vec` (as does every buffer when
+//! buffers sit at multiples of 64 bytes from the start, which a heap block aligns only to 16
+//! (MobileNet v1 ran 1.6% slower with its weights 16 bytes off a 64-byte boundary; MobileNetV2's
+//! 1.7 MB arena and EffNet's buffers gained 2-4% from starting on a page). Other systems, and any
+//! failure of the mapping, fall back to an ordinary `Vec` (as does every buffer when
 //! [`HEAP_BUFFERS`] is set); the advice is only a hint, so a system without huge pages runs the
 //! same code on small pages.
 
@@ -50,8 +50,8 @@ unsafe impl Send for Pages {}
 unsafe impl Sync for Pages {}
 
 impl Pages {
-    /// `len` zeros; `None` when the memory cannot be allocated. Fresh zero pages from the
-    /// system either way, so the buffer costs nothing until it is touched.
+    /// `len` zeros; `None` when the memory cannot be allocated. A mapping (and a large heap
+    /// block) comes as fresh zero pages, which cost nothing until they are touched.
     pub fn zeroed(len: usize) -> Option<Pages> {
         let store = match map(len) {
             Some(store) => store,
@@ -61,10 +61,10 @@ impl Pages {
     }
 
     /// `values`, moved to a mapping of their own; kept where they are when there is none (see
-    /// [`Pages::mapped`]). The copy runs from the end a huge page at a
-    /// time and gives each copied stretch of the vector back to the allocator, so the values are
-    /// not held twice (MobileNet v1's 17 MB of packed weights raised the peak resident memory by
-    /// as much when copied at once).
+    /// [`Pages::mapped`]). The copy runs from the end a huge page at a time and gives each
+    /// copied stretch of the vector back to the allocator, so the values are not held twice
+    /// (MobileNet v1's 17 MB of packed weights raised the peak resident memory by 11 MB when
+    /// copied at once).
     pub fn from_vec(mut values: Vec<f32>) -> Pages {
         let Some(mut store) = map(values.len()) else {
             return Pages {
