@@ -90,8 +90,11 @@ fn json_has_sane_timings() {
             "{v}"
         );
         assert!(v.get("nodes").is_none(), "no profile without --profile: {v}");
+        assert!(v["weights_bytes"].as_u64().unwrap() > 0, "{v}");
         if cfg!(target_os = "linux") {
             assert!(v["peak_rss_bytes"].as_u64().unwrap() > 1 << 20, "{v}");
+            // The tiny net's buffers are far below a huge page.
+            assert_eq!(v["huge_page_bytes"].as_u64(), Some(0), "{v}");
         }
     }
 }

@@ -312,6 +312,11 @@ pub struct Report {
     pub codegen_ms: f64,
     pub kernels: usize,
     pub arena_bytes: usize,
+    /// Bytes of the packed weights.
+    pub weights_bytes: usize,
+    /// Bytes of the arena and the weights on huge pages after the runs, where the system tells
+    /// (Linux); `None` elsewhere.
+    pub huge_page_bytes: Option<u64>,
     pub macs: u64,
     #[serde(flatten)]
     pub latency: Summary,
@@ -402,6 +407,8 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
         codegen_ms: p.codegen_ms,
         kernels: p.exe.steps().len(),
         arena_bytes: p.exe.arena_bytes(),
+        weights_bytes: p.exe.weights_bytes(),
+        huge_page_bytes: p.exe.huge_page_bytes(),
         macs,
         latency,
         gflops: gflops(macs, latency.median_ms / 1e3),

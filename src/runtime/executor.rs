@@ -90,6 +90,17 @@ impl Executable {
         self.arena.len() * 4
     }
 
+    /// Bytes of the packed weights.
+    pub fn weights_bytes(&self) -> usize {
+        self.weights.len() * 4
+    }
+
+    /// Bytes of the arena and the packed weights that the system backs with huge pages, where
+    /// it tells (see `pages.rs`).
+    pub fn huge_page_bytes(&self) -> Option<u64> {
+        Some(self.arena.huge_page_bytes()? + self.weights.huge_page_bytes()?)
+    }
+
     /// Worker threads alive for multi-threaded runs (0 before the first one).
     pub fn workers(&self) -> usize {
         self.pool.as_ref().map_or(0, Pool::workers)

@@ -85,6 +85,33 @@ impl Pages {
     pub fn mapped(&self) -> bool {
         matches!(self.store, Store::Mapped { .. })
     }
+
+    /// Bytes of the buffer that the system backs with huge pages (`AnonHugePages` of its
+    /// mapping's entry in `/proc/self/smaps`, at most the buffer's size): 0 for a buffer on the
+    /// heap, `None` where the system does not tell.
+    pub fn huge_page_bytes(&self) -> Option<u64> {
+        let Store::Mapped { base, .. } = self.store else {
+            return Some(0);
+        };
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let at = base as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            // A mapping's entry starts with its range, `start-end` in hexadecimal.
+            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
+            if let Some((start, end)) = range {
+                if let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
+                    inside = (start..end).contains(&at);
+                    continue;
+                }
+            }
+            if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
+                return Some((kib * 1024).min(self.len() as u64 * 4));
+            }
+        }
+        None
+    }
 }
 
 /// `len` zeros from the global allocator, or `None` when it has no memory for them.
@@ -222,6 +249,12 @@ mod tests {
         assert!(large.iter().all(|&v| v == 0.0));
         large[len - 1] = 7.0;
         assert_eq!(large[len - 1], 7.0);
+        // Whether the system gives huge pages is its own choice; the count is bounded by the
+        // buffer either way.
+        assert_eq!(small.huge_page_bytes(), Some(0));
+        if linux {
+            assert!(large.huge_page_bytes().unwrap() <= len as u64 * 4);
+        }
     }
 
     #[test]
