@@ -135,3 +135,34 @@ fn weights_lists_every_tensor() {
     assert_eq!(v.as_array().unwrap().len(), 52);
     assert_eq!(v[0]["dtype"], "F32");
 }
+
+#[test]
+fn buffers_on_the_heap_give_the_same_bits_as_mapped_ones() {
+    // `NETC_HEAP_BUFFERS` (set by `scripts/valgrind.sh`) keeps the arena and the weights on the
+    // heap instead of their own (huge-page) mappings: the kernels must not care where they are.
+    let dir = scratch("heap");
+    let mut outputs = Vec::new();
+    for heap in [false, true] {
+        let out = dir.join(format!("out-{heap}.npy"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_netc"));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "run",
+            "nets/mobilenet.net",
+            "--set",
+            "res=96",
+            "--threads",
+            "2",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        if heap {
+            command.env("NETC_HEAP_BUFFERS", "1");
+        } else {
+            command.env_remove("NETC_HEAP_BUFFERS");
+        }
+        let o = command.output().expect("the netc binary runs");
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        outputs.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(outputs[0], outputs[1]);
+}
