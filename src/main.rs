@@ -283,20 +283,19 @@ fn bench_table(r: &netc::runtime::bench::Report) -> String {
         r.gflops,
         report::thousands(r.macs)
     );
-    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let huge = match r.huge_page_bytes {
-        Some(h) => format!(" ({:.1} MiB of them on huge pages)", mib(h)),
+        Some(h) => format!(" ({} of them on huge pages)", report::bytes(h)),
         None => String::new(),
     };
     let rss = match r.peak_rss_bytes {
-        Some(b) => format!("; peak RSS {:.1} MiB", mib(b)),
+        Some(b) => format!("; peak RSS {}", report::bytes(b)),
         None => String::new(),
     };
     let _ = writeln!(
         out,
-        "memory:     arena {:.2} MiB, weights {:.2} MiB{huge}{rss}",
-        mib(r.arena_bytes as u64),
-        mib(r.weights_bytes as u64)
+        "memory:     arena {}, weights {}{huge}{rss}",
+        report::bytes(r.arena_bytes as u64),
+        report::bytes(r.weights_bytes as u64)
     );
     if let Some(p) = &r.peaks {
         let widths: Vec<String> = [("f32x4", p.f32x4), ("f32x8", p.f32x8), ("f32x16", p.f32x16)]

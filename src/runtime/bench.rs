@@ -11,6 +11,7 @@
 //! differ (a 512-bit datapath doubles it, a shared or throttled core lowers it).
 
 use super::executor::Executable;
+use super::pages::kib_field;
 use super::{input, Weights};
 use crate::codegen;
 use crate::diag::Diagnostic;
@@ -346,15 +347,7 @@ pub struct Report {
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`), where there is one.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line
-        .trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    status.lines().find_map(|l| kib_field(l, "VmHWM:"))
 }
 
 /// `name(k=v, ...)` of a graph.

@@ -90,28 +90,40 @@ impl Pages {
     /// mapping's entry in `/proc/self/smaps`, at most the buffer's size): 0 for a buffer on the
     /// heap, `None` where the system does not tell.
     pub fn huge_page_bytes(&self) -> Option<u64> {
-        let Store::Mapped { base, .. } = self.store else {
+        // The advice splits the mapping: the entry to read is the one holding the data.
+        let Store::Mapped { data, .. } = self.store else {
             return Some(0);
         };
         let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        let at = base as usize;
         let mut inside = false;
         for line in smaps.lines() {
-            // A mapping's entry starts with its range, `start-end` in hexadecimal.
-            let range = line.split_whitespace().next().and_then(|r| r.split_once('-'));
-            if let Some((start, end)) = range {
-                if let (Ok(start), Ok(end)) = (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
-                    inside = (start..end).contains(&at);
-                    continue;
-                }
-            }
-            if let Some(kib) = line.strip_prefix("AnonHugePages:").filter(|_| inside) {
-                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().ok()?;
-                return Some((kib * 1024).min(self.len() as u64 * 4));
+            if let Some(range) = mapping_range(line) {
+                inside = range.contains(&(data as usize));
+            } else if let Some(huge) = kib_field(line, "AnonHugePages:").filter(|_| inside) {
+                return Some(huge.min(self.len() as u64 * 4));
             }
         }
         None
     }
+}
+
+/// The address range `start-end` (hexadecimal) that opens a mapping's entry in
+/// `/proc/self/smaps`, if `line` is one.
+fn mapping_range(line: &str) -> Option<std::ops::Range<usize>> {
+    let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+    Some(usize::from_str_radix(start, 16).ok()?..usize::from_str_radix(end, 16).ok()?)
+}
+
+/// The value in bytes of a `/proc` line `field   N kB`, if `line` is that field's.
+pub fn kib_field(line: &str, field: &str) -> Option<u64> {
+    let kib: u64 = line
+        .strip_prefix(field)?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// `len` zeros from the global allocator, or `None` when it has no memory for them.
@@ -139,14 +151,15 @@ fn map(len: usize) -> Option<Store> {
     if size == 0 || std::env::var_os(HEAP_BUFFERS).is_some() {
         return None;
     }
-    let huge = size >= HUGE;
-    let data_bytes = size.checked_next_multiple_of(if huge { HUGE } else { PAGE })?;
-    // One huge page more, to align the start.
-    let bytes = if huge {
-        data_bytes.checked_add(HUGE)?
+    // A huge buffer starts on a 2 MiB boundary inside a mapping one huge page longer (a whole
+    // number of huge pages, which the system may itself align).
+    let (huge, align, slack) = if size >= HUGE {
+        (true, HUGE, HUGE)
     } else {
-        data_bytes
+        (false, PAGE, 0)
     };
+    let data_bytes = size.checked_next_multiple_of(align)?;
+    let bytes = data_bytes.checked_add(slack)?;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
     let base = unsafe {
         libc::mmap(
@@ -161,11 +174,7 @@ fn map(len: usize) -> Option<Store> {
     if base == libc::MAP_FAILED {
         return None;
     }
-    let start = if huge {
-        (base as usize).next_multiple_of(HUGE)
-    } else {
-        base as usize
-    };
+    let start = (base as usize).next_multiple_of(align);
     if huge {
         // SAFETY: `start .. start + data_bytes` lies inside the mapping. The advice may fail
         // (no transparent huge pages in this kernel); the pages are then small, which is still
