@@ -263,6 +263,16 @@ fn layout(kind: usize, c: usize, groups: usize, rng: &mut Rng) -> Layout {
                 slots: Some(slots),
             }
         }
+        // Two contiguous runs with a gap: the second halves of a concatenation's two inputs
+        // (ShuffleNet v2's projections write those).
+        7 => {
+            let (first, gap) = (c / 2, 1 + rng.below(c + 1));
+            let off = rng.below(3);
+            Layout {
+                stride: off + c + gap,
+                slots: Some((0..c).map(|i| off + i + if i < first { 0 } else { gap }).collect()),
+            }
+        }
         // Contiguous runs of random lengths separated by gaps, maybe permuted.
         _ => {
             let mut slots = Vec::with_capacity(c);
@@ -510,7 +520,7 @@ fn concat_slice_and_shuffled_input() {
 #[test]
 fn k_loops_and_panels_over_all_slot_kinds() {
     let mut rng = Rng(5);
-    for kind in 0..7 {
+    for kind in 0..9 {
         for (k, groups) in [(100, 1), (130, 2), (97, 3), (600, 1), (530, 2)] {
             let n = 19;
             check(&Case {
@@ -615,9 +625,9 @@ proptest! {
         k in per_group_k(),
         n in 1usize..=26,
         groups in prop_oneof![2 => Just(1usize), 1 => 2usize..=3],
-        in_kind in 0usize..7,
-        out_kind in 0usize..7,
-        res_kind in 0usize..9,
+        in_kind in 0usize..9,
+        out_kind in 0usize..9,
+        res_kind in 0usize..10,
         shared_io in prop::bool::weighted(0.2),
         bias in any::<bool>(),
         post in any::<bool>(),
@@ -748,6 +758,39 @@ fn wide_tile_widths_row_tails_and_irregular_slots() {
                 post: j % 2 == 1,
                 act: ACTS[(i + j) % 4],
             });
+        }
+    }
+}
+
+/// Output columns in two runs whose boundary falls inside a panel (29 + 29 columns, as in
+/// ShuffleNet v2): the panels inside a run store whole vectors, the straddling one goes through
+/// the column table; with a residual in two runs too, contiguous, or the output itself.
+#[test]
+fn wide_panels_inside_and_across_output_runs() {
+    let mut rng = Rng(31);
+    for (i, n) in [29, 40, 58, 116].into_iter().enumerate() {
+        for (j, residual_kind) in [None, Some(7), Some(0)].into_iter().enumerate() {
+            let groups = 1 + (i + j) % 2;
+            let residual = match residual_kind {
+                None if j == 0 => Residual::None,
+                None => Residual::InPlace,
+                Some(kind) => Residual::Separate(layout(kind, n * groups, groups, &mut rng)),
+            };
+            for residual in [residual, Residual::InPlace] {
+                check(&Case {
+                    m: [7, 13, 31][(i + j) % 3],
+                    k: [17, 58][(i + j) % 2],
+                    n,
+                    groups,
+                    input: layout(7, [17, 58][(i + j) % 2] * groups, groups, &mut rng),
+                    out: layout(7, n * groups, groups, &mut rng),
+                    shared_io: false,
+                    residual,
+                    bias: (i + j) % 2 == 0,
+                    post: j == 2,
+                    act: ACTS[(i + j) % 4],
+                });
+            }
         }
     }
 }
