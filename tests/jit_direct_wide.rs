@@ -185,6 +185,11 @@ fn seed_layers_match_reference() {
     let cases = [
         // MobileNet's stem.
         base.clone(),
+        // ShuffleNet's and ShuffleNetV2's 24-channel stem.
+        Layer {
+            cout: 24,
+            ..base.clone()
+        },
         // SqueezeNet v1.0's 7x7/2 stem and v1.1's 3x3/2 stem.
         Layer {
             cout: 96,
@@ -533,12 +538,15 @@ fn depthwise_channel_and_pixel_tails() {
     }
 }
 
-/// Every output channel count around the block and vector widths (the masked last vector and
-/// the narrower last block), each pixel count up to two tiles, with every epilogue part.
+/// Every output channel count around the block and vector widths (the masked last vector, the
+/// narrower last block, and on AVX2 the last 24 channels in one block of three vectors), each
+/// pixel count up to two tiles, with every epilogue part.
 #[test]
 fn channel_and_pixel_tails() {
-    for cout in [1, 7, 8, 9, 15, 16, 17, 31, 33, 47, 48, 49, 63, 64, 65, 96, 130] {
-        for w in [1, 5, 6, 7, 8, 9, 13, 17] {
+    for cout in [
+        1, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 33, 40, 47, 48, 49, 56, 63, 64, 65, 96, 130,
+    ] {
+        for w in [1, 3, 4, 5, 6, 7, 8, 9, 13, 17] {
             SliceCase {
                 depthwise: false,
                 cin: 5,
