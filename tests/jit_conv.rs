@@ -8,9 +8,11 @@ use netc::codegen::kernels::conv::Scalar;
 use netc::codegen::kernels::depthwise::Depthwise;
 use netc::codegen::kernels::direct::Direct;
 use netc::codegen::kernels::pool::{Global, Windowed};
+use netc::codegen::kernels::pool_wide::PoolWide;
 use netc::codegen::kernels::window::{self, Epilogue};
 use netc::codegen::kernels::{Kernel, Packer};
 use netc::codegen::layout::Buf;
+use netc::codegen::Level;
 use netc::ir::op::{Activation, Conv, Hw, Pad, Pool, PoolKind};
 use netc::runtime::input;
 use proptest::prelude::*;
@@ -562,7 +564,7 @@ fn pool_activation() {
             let out = Buf::dense(input.span() + 3, &[2, 10, 5, 4]);
             let global = Buf::dense(input.span() + 3, &[2, 10]);
             let mut pack = Packer::default();
-            let kernels: [PlainAndFused; 2] = [
+            let mut kernels: Vec<PlainAndFused> = vec![
                 (
                     Box::new(Windowed::new(&p, input, out, None, &mut pack)),
                     Box::new(Windowed::new(&p, input, out, a, &mut pack)),
@@ -574,6 +576,13 @@ fn pool_activation() {
                     global,
                 ),
             ];
+            if Level::cpu() >= Level::Avx2 {
+                kernels.push((
+                    Box::new(PoolWide::new(&p, input, out, None, &mut pack)),
+                    Box::new(PoolWide::new(&p, input, out, a, &mut pack)),
+                    out,
+                ));
+            }
             let src = values(input.span() + out.span() + 16, 11);
             for (plain, fused, out) in &kernels {
                 let p = run(plain.as_ref(), &pack, &src, 0);
@@ -796,6 +805,16 @@ fn pools_on_channel_slices() {
                 out,
                 false,
             );
+            if Level::cpu() >= Level::Avx2 {
+                // Channel slices of 19: two full vectors and a masked tail.
+                let out = [2, 19, out[2], out[3]];
+                check_slices(
+                    &|i, o, _, pack| Box::new(PoolWide::new(&p, i, o, Some(Activation::Relu), pack)),
+                    [2, 19, h, w],
+                    out,
+                    false,
+                );
+            }
         }
         check_slices(
             &|i, o, _, _| Box::new(Global::new(kind, i, o, Some(Activation::Relu6))),

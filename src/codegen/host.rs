@@ -48,4 +48,5 @@ pub static ALL: &[&HostFn] = &[
     &kernels::direct_wide::AVX512,
     &kernels::direct_wide::AVX2,
     &kernels::depthwise_wide::AVX2,
+    &kernels::pool_wide::AVX2,
 ];

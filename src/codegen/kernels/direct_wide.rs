@@ -177,14 +177,20 @@ impl Geometry {
     /// The geometry as packed data: each field's little-endian bytes as two `f32` bit patterns,
     /// which is how the `#[repr(C)]` struct lies in memory on x86-64.
     pub(super) fn words(&self) -> Vec<f32> {
-        self.fields()
-            .iter()
-            .flat_map(|v| {
-                let b = v.to_le_bytes();
-                [[b[0], b[1], b[2], b[3]], [b[4], b[5], b[6], b[7]]].map(|w| f32::from_bits(u32::from_le_bytes(w)))
-            })
-            .collect()
+        pack_words(&self.fields())
     }
+}
+
+/// `i64` fields as packed data: each one's little-endian bytes as two `f32` bit patterns, which
+/// is how a `#[repr(C)]` struct of `i64` fields lies in memory on x86-64.
+pub(super) fn pack_words(fields: &[i64]) -> Vec<f32> {
+    fields
+        .iter()
+        .flat_map(|v| {
+            let b = v.to_le_bytes();
+            [[b[0], b[1], b[2], b[3]], [b[4], b[5], b[6], b[7]]].map(|w| f32::from_bits(u32::from_le_bytes(w)))
+        })
+        .collect()
 }
 
 /// The register tile of one instruction set.

@@ -15,6 +15,7 @@ pub mod direct_wide;
 pub mod eltwise;
 pub mod gemm;
 pub mod pool;
+pub mod pool_wide;
 pub mod window;
 
 use super::emit::Emit;
@@ -183,6 +184,9 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
                 isa,
             ))
         }
+        (Op::Pool(p), Family::Pool) if isa.wide() && pool_wide::PoolWide::supports(p) => Box::new(
+            pool_wide::PoolWide::new(p, ranged(0).0, out_range(graph, ix), act, pack),
+        ),
         (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act, pack)),
         (Op::GlobalPool(k), Family::GlobalPool) => {
             Box::new(pool::Global::new(*k, ranged(0).0, out_range(graph, ix), act))

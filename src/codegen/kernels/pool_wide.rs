@@ -1,0 +1,401 @@
+//! Wide windowed pooling on x86-64: the nodes of `pool.rs`'s [`Windowed`](super::pool::Windowed)
+//! (max or average, any window, stride and padding, `count_include_pad` either way, an optional
+//! activation), computed by a Rust `std::arch` row function for AVX2, one call per output row
+//! from the Cranelift loop.
+//!
+//! ```text
+//! PoolWide::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer)
+//!     -> PoolWide
+//! ```
+//!
+//! computes what `Windowed::new` computes with the same arguments. Pooling does one load per
+//! operation: where its input is in cache, eight channels per ymm load instead of four make it
+//! faster; where the input comes from memory, it is bound by that either way. Best of six to
+//! eight alternating profiles against the f32x4 kernel: ShuffleNet's shortcut 3x3 average
+//! poolings 0.032 -> 0.020 ms (28x28x240) and 0.016 -> 0.010 (14x14x480), its stem's max pooling
+//! 0.041 -> 0.039; SqueezeNet v1.1's max poolings 0.107 -> 0.093, 0.050 -> 0.041 and 0.026 ->
+//! 0.021; but SqueezeNet v1.0's first two (4.6 and 3 MB of input, from memory) 0.183 -> 0.194
+//! and 0.130 -> 0.141 (as one-layer nets with their input just written: 0.146 -> 0.138 and
+//! 0.111 -> 0.117).
+//!
+//! Per output pixel, the row function takes the window's rows and columns that lie inside the
+//! input (the padding contributes nothing to a maximum or a sum), and per four vectors of eight
+//! channels (four independent chains), then the last one to three vectors, combines them in the
+//! order of the rows, then the columns; windows of two or three columns inside the input have
+//! their taps unrolled. Channels past the
+//! last multiple of eight are read with a lane mask and stored lane by lane. Average pooling
+//! multiplies by `1 / divisor`, the window clipped to the padded input (`count_include_pad`) or
+//! to the input, as `pool.rs` does. A maximum is exact in any order; a sum may differ from
+//! `pool.rs`'s balanced tree in the last bits. Results do not depend on how the rows are split
+//! between threads.
+//!
+//! The shapes go in a packed [`PoolGeometry`]; the calling convention is that of the wide direct
+//! convolution's row function (the weights and residual pointers are unused).
+
+use super::direct_wide::{call_rows, pack_words, ROW_PARAMS};
+use super::{Kernel, Packer};
+use crate::codegen::emit::Emit;
+use crate::codegen::host::HostFn;
+use crate::codegen::layout::Buf;
+use crate::codegen::Level;
+use crate::ir::op::{Activation, Pool, PoolKind};
+use cranelift_codegen::ir::Value;
+
+/// Most kernel rows the row function takes (it keeps their pointers on the stack).
+pub const MAX_KH: usize = 16;
+
+const ACT_NONE: i64 = 0;
+const ACT_RELU: i64 = 1;
+const ACT_RELU6: i64 = 2;
+const ACT_LEAKY: i64 = 3;
+
+/// What the row function needs to know, packed with the weights as `i64` words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolGeometry {
+    in_h: i64,
+    in_w: i64,
+    /// Elements between consecutive input pixels.
+    in_stride: i64,
+    c: i64,
+    kh: i64,
+    kw: i64,
+    sh: i64,
+    sw: i64,
+    pad_top: i64,
+    pad_left: i64,
+    pad_bottom: i64,
+    pad_right: i64,
+    out_w: i64,
+    out_stride: i64,
+    /// 1 for max pooling, 0 for average pooling.
+    max: i64,
+    count_include_pad: i64,
+    /// `ACT_*`.
+    act: i64,
+    /// The leaky slope's `f32` bits.
+    slope: i64,
+}
+
+impl PoolGeometry {
+    fn fields(&self) -> [i64; 18] {
+        [
+            self.in_h,
+            self.in_w,
+            self.in_stride,
+            self.c,
+            self.kh,
+            self.kw,
+            self.sh,
+            self.sw,
+            self.pad_top,
+            self.pad_left,
+            self.pad_bottom,
+            self.pad_right,
+            self.out_w,
+            self.out_stride,
+            self.max,
+            self.count_include_pad,
+            self.act,
+            self.slope,
+        ]
+    }
+}
+
+/// The AVX2 row function.
+pub static AVX2: HostFn = HostFn {
+    symbol: "netc_pool_avx2",
+    params: ROW_PARAMS,
+    returns: &[],
+    address,
+};
+
+fn address() -> Option<*const u8> {
+    #[cfg(target_arch = "x86_64")]
+    if Level::cpu() >= Level::Avx2 {
+        return Some(x86::row as *const u8);
+    }
+    None
+}
+
+pub struct PoolWide {
+    input: Buf,
+    out: Buf,
+    /// Window cells.
+    taps: usize,
+    /// Packed [`PoolGeometry`].
+    geometry: usize,
+}
+
+impl PoolWide {
+    /// Whether the row function takes pooling `p`: its window has at most [`MAX_KH`] rows.
+    pub fn supports(p: &Pool) -> bool {
+        p.kernel.0 <= MAX_KH
+    }
+
+    /// `out` must have the input's batch and channel count and the spatial size `p` gives;
+    /// either may have a pixel stride larger than its channel count. The CPU runs AVX2, and
+    /// [`Self::supports`] `p`.
+    pub fn new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer) -> PoolWide {
+        assert!(
+            input.n == out.n && input.c == out.c,
+            "pooling keeps the batch and the channels"
+        );
+        assert!(Self::supports(p), "a window of at most {MAX_KH} rows");
+        let (act, slope) = match act {
+            None => (ACT_NONE, 0.0f32),
+            Some(Activation::Relu) => (ACT_RELU, 0.0),
+            Some(Activation::Relu6) => (ACT_RELU6, 0.0),
+            Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
+        };
+        let g = PoolGeometry {
+            in_h: input.h as i64,
+            in_w: input.w as i64,
+            in_stride: input.stride as i64,
+            c: input.c as i64,
+            kh: p.kernel.0 as i64,
+            kw: p.kernel.1 as i64,
+            sh: p.stride.0 as i64,
+            sw: p.stride.1 as i64,
+            pad_top: p.pad.top as i64,
+            pad_left: p.pad.left as i64,
+            pad_bottom: p.pad.bottom as i64,
+            pad_right: p.pad.right as i64,
+            out_w: out.w as i64,
+            out_stride: out.stride as i64,
+            max: i64::from(p.kind == PoolKind::Max),
+            count_include_pad: i64::from(p.count_include_pad),
+            act,
+            slope: i64::from(slope.to_bits()),
+        };
+        let geometry = pack.push(&pack_words(&g.fields()));
+        PoolWide {
+            input,
+            out,
+            taps: p.kernel.0 * p.kernel.1,
+            geometry,
+        }
+    }
+}
+
+impl Kernel for PoolWide {
+    fn items(&self) -> usize {
+        self.out.n * self.out.h
+    }
+
+    fn work_per_item(&self) -> usize {
+        self.out.w * self.out.c * self.taps
+    }
+
+    fn emit(&self, e: &mut Emit, begin: Value, end: Value) {
+        call_rows(e, (begin, end), &AVX2, (&self.input, &self.out, None), self.geometry);
+    }
+
+    fn host_fns(&self) -> Vec<&'static HostFn> {
+        vec![&AVX2]
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{PoolGeometry, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6, MAX_KH};
+    use std::arch::x86_64::*;
+
+    /// f32 lanes of a ymm register.
+    const LANES: usize = 8;
+
+    /// The row function (see the module documentation).
+    ///
+    /// # Safety
+    ///
+    /// The CPU runs AVX2, and the pointers cover what the packed geometry describes: `input` at
+    /// pixel `(n, 0, 0)` of the input, `out` at pixel `(n, y, 0)` of the output.
+    #[target_feature(enable = "avx2")]
+    pub unsafe extern "C" fn row(
+        geometry: *const f32,
+        _weights: *const f32,
+        input: *const f32,
+        y: i64,
+        out: *mut f32,
+        _residual: *const f32,
+    ) {
+        let g = std::ptr::read_unaligned(geometry as *const PoolGeometry);
+        if g.max != 0 {
+            pixels::<true>(&g, input, y, out);
+        } else {
+            pixels::<false>(&g, input, y, out);
+        }
+    }
+
+    /// Every output pixel of row `y`; `MAX`: max pooling, else average pooling.
+    #[target_feature(enable = "avx2")]
+    unsafe fn pixels<const MAX: bool>(g: &PoolGeometry, input: *const f32, y: i64, out: *mut f32) {
+        let row_len = g.in_w * g.in_stride;
+        let iy0 = y * g.sh - g.pad_top;
+        // The window's rows inside the input.
+        let mut rows = [std::ptr::null::<f32>(); MAX_KH];
+        let mut len = 0;
+        for iy in iy0..iy0 + g.kh.clamp(0, MAX_KH as i64) {
+            if (0..g.in_h).contains(&iy) {
+                rows[len] = input.add((iy * row_len) as usize);
+                len += 1;
+            }
+        }
+        let rows = &rows[..len];
+        let (y0, y1) = (iy0, (iy0 + g.kh).min(g.in_h + g.pad_bottom));
+        let c = g.c.max(0) as usize;
+        let mask = _mm256_loadu_si256(MASKS.as_ptr().add(LANES - c % LANES) as *const __m256i);
+        for x in 0..g.out_w {
+            let x0 = x * g.sw - g.pad_left;
+            let (j0, j1) = (x0.max(0), (x0 + g.kw).min(g.in_w));
+            let inverse = if MAX {
+                1.0
+            } else {
+                let x1 = (x0 + g.kw).min(g.in_w + g.pad_right);
+                let cells = if g.count_include_pad != 0 {
+                    (y1 - y0) * (x1 - x0)
+                } else {
+                    (y1.min(g.in_h) - y0.max(0)) * (j1 - j0)
+                };
+                1.0 / cells as f32
+            };
+            let inverse = _mm256_set1_ps(inverse);
+            let first = (j0 * g.in_stride) as isize;
+            let taps = (j1 - j0).max(0) as usize;
+            let step = g.in_stride as usize;
+            let dst = out.add((x * g.out_stride) as usize);
+            // Windows of 2 or 3 columns all inside the input have their taps unrolled.
+            match (taps, g.kw) {
+                (2, 2) => channels::<MAX, 2>(rows, (first, 2, step), (dst, c), mask, g, inverse),
+                (3, 3) => channels::<MAX, 3>(rows, (first, 3, step), (dst, c), mask, g, inverse),
+                _ => channels::<MAX, 0>(rows, (first, taps, step), (dst, c), mask, g, inverse),
+            }
+        }
+    }
+
+    /// One output pixel: channels `0..c` at `dst`, over `taps` (`KW` when not 0) window
+    /// columns from element `first` of each row, `step` elements apart: four vectors at a time
+    /// (four independent chains), then the last one to three together, then the masked tail.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn channels<const MAX: bool, const KW: usize>(
+        rows: &[*const f32],
+        (first, taps, step): (isize, usize, usize),
+        (dst, c): (*mut f32, usize),
+        mask: __m256i,
+        g: &PoolGeometry,
+        inverse: __m256,
+    ) {
+        let taps = if KW > 0 { KW } else { taps };
+        let full = c / LANES * LANES;
+        let mut c0 = 0;
+        while c0 + 4 * LANES <= full {
+            let v = window::<MAX, false, 4, KW>(rows, first, taps, step, c0, mask);
+            for (i, v) in v.into_iter().enumerate() {
+                store(dst.add(c0 + i * LANES), epilogue::<MAX>(g, v, inverse), LANES);
+            }
+            c0 += 4 * LANES;
+        }
+        // The last one to three full vectors together.
+        match (full - c0) / LANES {
+            3 => rest::<MAX, 3, KW>(rows, (first, taps, step), dst, c0, g, inverse),
+            2 => rest::<MAX, 2, KW>(rows, (first, taps, step), dst, c0, g, inverse),
+            1 => rest::<MAX, 1, KW>(rows, (first, taps, step), dst, c0, g, inverse),
+            _ => {}
+        }
+        c0 = full;
+        if c0 < c {
+            let [v] = window::<MAX, true, 1, KW>(rows, first, taps, step, c0, mask);
+            store(dst.add(c0), epilogue::<MAX>(g, v, inverse), c - c0);
+        }
+    }
+
+    /// `-1` lanes then zeros: the mask of the first `n` lanes starts at `MASKS[8 - n]`.
+    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+    /// Channels `c0..c0 + 8 * NV` of one output pixel (see [`channels`]).
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn rest<const MAX: bool, const NV: usize, const KW: usize>(
+        rows: &[*const f32],
+        (first, taps, step): (isize, usize, usize),
+        dst: *mut f32,
+        c0: usize,
+        g: &PoolGeometry,
+        inverse: __m256,
+    ) {
+        let v = window::<MAX, false, NV, KW>(rows, first, taps, step, c0, _mm256_setzero_si256());
+        for (i, v) in v.into_iter().enumerate() {
+            store(dst.add(c0 + i * LANES), epilogue::<MAX>(g, v, inverse), LANES);
+        }
+    }
+
+    /// The maximums (`MAX`) or the sums over the window of channels `c0..c0 + 8 * NV`: `taps`
+    /// columns from element `first` of each row, `step` elements apart, in the order of the rows
+    /// then the columns; `MASKED`: only the lanes of `mask` are read. An empty window gives
+    /// `-inf` or zero, as the padding would.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn window<const MAX: bool, const MASKED: bool, const NV: usize, const KW: usize>(
+        rows: &[*const f32],
+        first: isize,
+        taps: usize,
+        step: usize,
+        c0: usize,
+        mask: __m256i,
+    ) -> [__m256; NV] {
+        let taps = if KW > 0 { KW } else { taps };
+        let mut acc = [_mm256_set1_ps(if MAX { f32::NEG_INFINITY } else { 0.0 }); NV];
+        for &r in rows {
+            let p = r.offset(first).add(c0);
+            for j in 0..taps {
+                let p = p.add(j * step);
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let at = p.add(i * LANES);
+                    let v = if MASKED {
+                        _mm256_maskload_ps(at, mask)
+                    } else {
+                        _mm256_loadu_ps(at)
+                    };
+                    *a = if MAX {
+                        _mm256_max_ps(v, *a)
+                    } else {
+                        _mm256_add_ps(*a, v)
+                    };
+                }
+            }
+        }
+        acc
+    }
+
+    /// The average's scaling and the activation.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn epilogue<const MAX: bool>(g: &PoolGeometry, v: __m256, inverse: __m256) -> __m256 {
+        let v = if MAX { v } else { _mm256_mul_ps(v, inverse) };
+        let zero = _mm256_setzero_ps();
+        match g.act {
+            ACT_NONE => v,
+            ACT_RELU => _mm256_max_ps(v, zero),
+            ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(6.0)),
+            ACT_LEAKY => {
+                let scaled = _mm256_mul_ps(v, _mm256_set1_ps(f32::from_bits(g.slope as u32)));
+                _mm256_blendv_ps(v, scaled, _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero))
+            }
+            _ => v,
+        }
+    }
+
+    /// Stores the first `n` (`1..=8`) lanes of `v` at `p`, writing nothing else.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store(p: *mut f32, v: __m256, n: usize) {
+        if n == LANES {
+            _mm256_storeu_ps(p, v);
+        } else {
+            let mut lanes = [0.0f32; LANES];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
+        }
+    }
+}
