@@ -582,6 +582,12 @@ fn pool_activation() {
                     Box::new(PoolWide::new(&p, input, out, a, &mut pack)),
                     out,
                 ));
+                let g = PoolWide::global(kind, input).expect("a plane of 10 rows");
+                kernels.push((
+                    Box::new(PoolWide::new(&g, input, global, None, &mut pack)),
+                    Box::new(PoolWide::new(&g, input, global, a, &mut pack)),
+                    global,
+                ));
             }
             let src = values(input.span() + out.span() + 16, 11);
             for (plain, fused, out) in &kernels {
@@ -822,6 +828,41 @@ fn pools_on_channel_slices() {
             [2, 9, 1, 1],
             false,
         );
+        if Level::cpu() >= Level::Avx2 {
+            check_slices(
+                &|i, o, _, pack| {
+                    let g = PoolWide::global(kind, i).expect("a plane of 5 rows");
+                    Box::new(PoolWide::new(&g, i, o, Some(Activation::Relu6), pack))
+                },
+                [2, 41, 5, 6],
+                [2, 41, 1, 1],
+                false,
+            );
+        }
+    }
+}
+
+/// Global pooling on the wide path gives the same bits as `Global`, which adds the pixels in
+/// the same order (channel counts around the four-vector groups and the masked tail).
+#[test]
+fn wide_global_pool_matches_the_f32x4_kernel_bit_for_bit() {
+    if Level::cpu() < Level::Avx2 {
+        return;
+    }
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        for c in [3, 8, 24, 33, 1000] {
+            let input = Buf::dense(0, &[2, c, 13, 13]);
+            let out = Buf::dense(input.span(), &[2, c]);
+            let mut pack = Packer::default();
+            let g = PoolWide::global(kind, input).expect("a plane of 13 rows");
+            let wide = PoolWide::new(&g, input, out, None, &mut pack);
+            let plain = Global::new(kind, input, out, None);
+            let src = values(input.span() + out.span(), 17);
+            let (a, b) = (run(&wide, &pack, &src, 1), run(&plain, &pack, &src, 0));
+            for i in out.offset..out.offset + out.span() {
+                assert_eq!(a[i].to_bits(), b[i].to_bits(), "{kind:?}, {c} channels: element {i}");
+            }
+        }
     }
 }
 

@@ -189,7 +189,11 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
         ),
         (Op::Pool(p), Family::Pool) => Box::new(pool::Windowed::new(p, ranged(0).0, out_range(graph, ix), act, pack)),
         (Op::GlobalPool(k), Family::GlobalPool) => {
-            Box::new(pool::Global::new(*k, ranged(0).0, out_range(graph, ix), act))
+            let (input, out) = (ranged(0).0, out_range(graph, ix));
+            match pool_wide::PoolWide::global(*k, input) {
+                Some(p) if isa.wide() => Box::new(pool_wide::PoolWide::new(&p, input, out, act, pack)),
+                _ => Box::new(pool::Global::new(*k, input, out, act)),
+            }
         }
         (Op::BatchNorm { eps }, Family::ScaleShift) => {
             let (input, rel) = ranged(0);

@@ -1,7 +1,8 @@
-//! Wide windowed pooling on x86-64: the nodes of `pool.rs`'s [`Windowed`](super::pool::Windowed)
-//! (max or average, any window, stride and padding, `count_include_pad` either way, an optional
-//! activation), computed by a Rust `std::arch` row function for AVX2, one call per output row
-//! from the Cranelift loop.
+//! Wide pooling on x86-64: the nodes of `pool.rs`'s [`Windowed`](super::pool::Windowed) (max or
+//! average, any window, stride and padding, `count_include_pad` either way, an optional
+//! activation), and its `Global` pooling as one window over the plane ([`PoolWide::global`]),
+//! computed by a Rust `std::arch` row function for AVX2, one call per output row from the
+//! Cranelift loop.
 //!
 //! ```text
 //! PoolWide::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer)
@@ -38,7 +39,7 @@ use crate::codegen::emit::Emit;
 use crate::codegen::host::HostFn;
 use crate::codegen::layout::Buf;
 use crate::codegen::Level;
-use crate::ir::op::{Activation, Pool, PoolKind};
+use crate::ir::op::{Activation, Hw, Pad, Pool, PoolKind};
 use cranelift_codegen::ir::Value;
 
 /// Most kernel rows the row function takes (it keeps their pointers on the stack).
@@ -131,6 +132,24 @@ impl PoolWide {
     /// Whether the row function takes pooling `p`: its window has at most [`MAX_KH`] rows.
     pub fn supports(p: &Pool) -> bool {
         p.kernel.0 <= MAX_KH
+    }
+
+    /// Global pooling of `input` as one window over its whole plane, if the row function takes
+    /// it: the sums run over the pixels in order, as `pool.rs`'s `Global` adds them, so the
+    /// results are the same bits. Each of its chains of dependent additions (one per vector of
+    /// channels) is as long as the plane, and the row function runs four of them at once where
+    /// `Global` runs one. Best of five alternating profiles: SqueezeNet v1.1's 13x13x1000 average
+    /// 0.045 -> 0.017 ms, MobileNetV2's 7x7x1280 0.026 -> 0.010, FD-MobileNet's 0.014 -> 0.005.
+    pub fn global(kind: PoolKind, input: Buf) -> Option<Pool> {
+        let p = Pool {
+            kind,
+            kernel: Hw(input.h, input.w),
+            stride: Hw(1, 1),
+            pad: Pad::uniform(0),
+            ceil: false,
+            count_include_pad: false,
+        };
+        Self::supports(&p).then_some(p)
     }
 
     /// `out` must have the input's batch and channel count and the spatial size `p` gives;
