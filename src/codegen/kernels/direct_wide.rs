@@ -66,7 +66,7 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 pub(super) const ACT_NONE: i64 = 0;
 pub(super) const ACT_RELU: i64 = 1;
 pub(super) const ACT_RELU6: i64 = 2;
-const ACT_LEAKY: i64 = 3;
+pub(super) const ACT_LEAKY: i64 = 3;
 /// The epilogue parameter of a row function's tiles that follows the geometry at run time.
 pub(super) const ANY_EPILOGUE: i64 = -1;
 
@@ -145,12 +145,7 @@ impl Geometry {
     /// The shapes, strides and epilogue of convolution `c` from `input` to `out`; the packed
     /// offsets are left at zero.
     pub(super) fn of(c: &Conv, input: &Buf, out: &Buf, epilogue: &Epilogue) -> Geometry {
-        let (act, slope) = match epilogue.act {
-            None => (ACT_NONE, 0.0f32),
-            Some(Activation::Relu) => (ACT_RELU, 0.0),
-            Some(Activation::Relu6) => (ACT_RELU6, 0.0),
-            Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
-        };
+        let (act, slope) = act_code(epilogue.act);
         Geometry {
             in_h: input.h as i64,
             in_w: input.w as i64,
@@ -178,6 +173,17 @@ impl Geometry {
     /// which is how the `#[repr(C)]` struct lies in memory on x86-64.
     pub(super) fn words(&self) -> Vec<f32> {
         pack_words(&self.fields())
+    }
+}
+
+/// The `ACT_*` code of an activation and the leaky slope (0 for the others), as the row
+/// functions read them from their packed geometry.
+pub(super) fn act_code(act: Option<Activation>) -> (i64, f32) {
+    match act {
+        None => (ACT_NONE, 0.0),
+        Some(Activation::Relu) => (ACT_RELU, 0.0),
+        Some(Activation::Relu6) => (ACT_RELU6, 0.0),
+        Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
     }
 }
 

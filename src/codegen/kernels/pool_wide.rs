@@ -33,7 +33,7 @@
 //! The shapes go in a packed [`PoolGeometry`]; the calling convention is that of the wide direct
 //! convolution's row function (the weights and residual pointers are unused).
 
-use super::direct_wide::{call_rows, pack_words, ROW_PARAMS};
+use super::direct_wide::{act_code, call_rows, pack_words, ROW_PARAMS};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
 use crate::codegen::host::HostFn;
@@ -44,11 +44,6 @@ use cranelift_codegen::ir::Value;
 
 /// Most kernel rows the row function takes (it keeps their pointers on the stack).
 pub const MAX_KH: usize = 16;
-
-const ACT_NONE: i64 = 0;
-const ACT_RELU: i64 = 1;
-const ACT_RELU6: i64 = 2;
-const ACT_LEAKY: i64 = 3;
 
 /// What the row function needs to know, packed with the weights as `i64` words.
 #[repr(C)]
@@ -72,7 +67,7 @@ pub struct PoolGeometry {
     /// 1 for max pooling, 0 for average pooling.
     max: i64,
     count_include_pad: i64,
-    /// `ACT_*`.
+    /// `ACT_*` of `direct_wide`.
     act: i64,
     /// The leaky slope's `f32` bits.
     slope: i64,
@@ -161,12 +156,7 @@ impl PoolWide {
             "pooling keeps the batch and the channels"
         );
         assert!(Self::supports(p), "a window of at most {MAX_KH} rows");
-        let (act, slope) = match act {
-            None => (ACT_NONE, 0.0f32),
-            Some(Activation::Relu) => (ACT_RELU, 0.0),
-            Some(Activation::Relu6) => (ACT_RELU6, 0.0),
-            Some(Activation::LeakyRelu { slope }) => (ACT_LEAKY, slope),
-        };
+        let (act, slope) = act_code(act);
         let g = PoolGeometry {
             in_h: input.h as i64,
             in_w: input.w as i64,
@@ -217,7 +207,8 @@ impl Kernel for PoolWide {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{PoolGeometry, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6, MAX_KH};
+    use super::super::direct_wide::{ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6};
+    use super::{PoolGeometry, MAX_KH};
     use std::arch::x86_64::*;
 
     /// f32 lanes of a ymm register.
