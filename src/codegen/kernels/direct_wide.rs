@@ -24,9 +24,9 @@
 //! 1-2 or 3 x 3 for AVX2: at most 24, 12 or 9 accumulators). A row is split into tiles of
 //! balanced sizes (13 pixels in tiles of at most 8 are 7 + 6), so narrow rows do not end in a
 //! one-pixel tile. Each step `(kh, kw, cin)` loads the block's weight vectors and, per pixel,
-//! broadcasts one input value into one FMA per vector. The bias starts the accumulators; the residual, the
-//! activation and the post affine are applied to them in registers, and the last vector of a
-//! narrow block is stored (and its residual loaded) with a lane mask.
+//! broadcasts one input value into one FMA per vector. The bias starts the accumulators; the
+//! residual, the activation and the post affine are applied to them in registers, and the last
+//! vector of a narrow block is stored (and its residual loaded) with a lane mask.
 //!
 //! Weights are packed per block `[kh][kw][cin][vectors * lanes]`, zero padded past the real
 //! channels, blocks one after the other: the order the tile reads them. The bias and the post

@@ -1,8 +1,8 @@
 //! Wide pooling on x86-64: the nodes of `pool.rs`'s [`Windowed`](super::pool::Windowed) (max or
 //! average, any window, stride and padding, `count_include_pad` either way, an optional
 //! activation), and its `Global` pooling as one window over the plane ([`PoolWide::global`]),
-//! computed by a Rust `std::arch` row function for AVX2, one call per output row from the
-//! Cranelift loop.
+//! computed by a Rust `std::arch` row function for AVX2 (with the lane masks, loads and partial
+//! stores of the wide direct convolution's), one call per output row from the Cranelift loop.
 //!
 //! ```text
 //! PoolWide::new(p: &Pool, input: Buf, out: Buf, act: Option<Activation>, pack: &mut Packer)
@@ -207,20 +207,18 @@ impl Kernel for PoolWide {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::direct_wide::x86::avx2::{load, load_masked, mask, store_first, zero, Mask, LANES, V};
     use super::super::direct_wide::{ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6};
     use super::{PoolGeometry, MAX_KH};
     use std::arch::x86_64::*;
-
-    /// f32 lanes of a ymm register.
-    const LANES: usize = 8;
 
     /// The row function (see the module documentation).
     ///
     /// # Safety
     ///
-    /// The CPU runs AVX2, and the pointers cover what the packed geometry describes: `input` at
-    /// pixel `(n, 0, 0)` of the input, `out` at pixel `(n, y, 0)` of the output.
-    #[target_feature(enable = "avx2")]
+    /// The CPU runs AVX2 and FMA, and the pointers cover what the packed geometry describes:
+    /// `input` at pixel `(n, 0, 0)` of the input, `out` at pixel `(n, y, 0)` of the output.
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe extern "C" fn row(
         geometry: *const f32,
         _weights: *const f32,
@@ -238,7 +236,7 @@ mod x86 {
     }
 
     /// Every output pixel of row `y`; `MAX`: max pooling, else average pooling.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn pixels<const MAX: bool>(g: &PoolGeometry, input: *const f32, y: i64, out: *mut f32) {
         let row_len = g.in_w * g.in_stride;
         let iy0 = y * g.sh - g.pad_top;
@@ -254,7 +252,6 @@ mod x86 {
         let rows = &rows[..len];
         let (y0, y1) = (iy0, (iy0 + g.kh).min(g.in_h + g.pad_bottom));
         let c = g.c.max(0) as usize;
-        let mask = _mm256_loadu_si256(MASKS.as_ptr().add(LANES - c % LANES) as *const __m256i);
         for x in 0..g.out_w {
             let x0 = x * g.sw - g.pad_left;
             let (j0, j1) = (x0.max(0), (x0 + g.kw).min(g.in_w));
@@ -269,104 +266,97 @@ mod x86 {
                 };
                 1.0 / cells as f32
             };
-            let inverse = _mm256_set1_ps(inverse);
-            let first = (j0 * g.in_stride) as isize;
-            let taps = (j1 - j0).max(0) as usize;
-            let step = g.in_stride as usize;
+            let win = Window {
+                rows,
+                first: (j0 * g.in_stride) as isize,
+                taps: (j1 - j0).max(0) as usize,
+                step: g.in_stride as usize,
+            };
             let dst = out.add((x * g.out_stride) as usize);
+            let inverse = _mm256_set1_ps(inverse);
             // Windows of 2 or 3 columns all inside the input have their taps unrolled.
-            match (taps, g.kw) {
-                (2, 2) => channels::<MAX, 2>(rows, (first, 2, step), (dst, c), mask, g, inverse),
-                (3, 3) => channels::<MAX, 3>(rows, (first, 3, step), (dst, c), mask, g, inverse),
-                _ => channels::<MAX, 0>(rows, (first, taps, step), (dst, c), mask, g, inverse),
+            match (win.taps, g.kw) {
+                (2, 2) => channels::<MAX, 2>(&win, dst, c, g, inverse),
+                (3, 3) => channels::<MAX, 3>(&win, dst, c, g, inverse),
+                _ => channels::<MAX, 0>(&win, dst, c, g, inverse),
             }
         }
     }
 
-    /// One output pixel: channels `0..c` at `dst`, over `taps` (`KW` when not 0) window
-    /// columns from element `first` of each row, `step` elements apart: four vectors at a time
-    /// (four independent chains), then the last one to three together, then the masked tail.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn channels<const MAX: bool, const KW: usize>(
-        rows: &[*const f32],
-        (first, taps, step): (isize, usize, usize),
-        (dst, c): (*mut f32, usize),
-        mask: __m256i,
-        g: &PoolGeometry,
-        inverse: __m256,
-    ) {
-        let taps = if KW > 0 { KW } else { taps };
-        let full = c / LANES * LANES;
-        let mut c0 = 0;
-        while c0 + 4 * LANES <= full {
-            let v = window::<MAX, false, 4, KW>(rows, first, taps, step, c0, mask);
-            for (i, v) in v.into_iter().enumerate() {
-                store(dst.add(c0 + i * LANES), epilogue::<MAX>(g, v, inverse), LANES);
-            }
-            c0 += 4 * LANES;
-        }
-        // The last one to three full vectors together.
-        match (full - c0) / LANES {
-            3 => rest::<MAX, 3, KW>(rows, (first, taps, step), dst, c0, g, inverse),
-            2 => rest::<MAX, 2, KW>(rows, (first, taps, step), dst, c0, g, inverse),
-            1 => rest::<MAX, 1, KW>(rows, (first, taps, step), dst, c0, g, inverse),
-            _ => {}
-        }
-        c0 = full;
-        if c0 < c {
-            let [v] = window::<MAX, true, 1, KW>(rows, first, taps, step, c0, mask);
-            store(dst.add(c0), epilogue::<MAX>(g, v, inverse), c - c0);
-        }
-    }
-
-    /// `-1` lanes then zeros: the mask of the first `n` lanes starts at `MASKS[8 - n]`.
-    static MASKS: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
-
-    /// Channels `c0..c0 + 8 * NV` of one output pixel (see [`channels`]).
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn rest<const MAX: bool, const NV: usize, const KW: usize>(
-        rows: &[*const f32],
-        (first, taps, step): (isize, usize, usize),
-        dst: *mut f32,
-        c0: usize,
-        g: &PoolGeometry,
-        inverse: __m256,
-    ) {
-        let v = window::<MAX, false, NV, KW>(rows, first, taps, step, c0, _mm256_setzero_si256());
-        for (i, v) in v.into_iter().enumerate() {
-            store(dst.add(c0 + i * LANES), epilogue::<MAX>(g, v, inverse), LANES);
-        }
-    }
-
-    /// The maximums (`MAX`) or the sums over the window of channels `c0..c0 + 8 * NV`: `taps`
-    /// columns from element `first` of each row, `step` elements apart, in the order of the rows
-    /// then the columns; `MASKED`: only the lanes of `mask` are read. An empty window gives
-    /// `-inf` or zero, as the padding would.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn window<const MAX: bool, const MASKED: bool, const NV: usize, const KW: usize>(
-        rows: &[*const f32],
+    /// The window of one output pixel: `taps` columns from element `first` of each row, `step`
+    /// elements apart.
+    struct Window<'a> {
+        rows: &'a [*const f32],
         first: isize,
         taps: usize,
         step: usize,
+    }
+
+    /// One output pixel, channels `0..c` at `dst` (`KW`: the window's column count when it is
+    /// known at compile time, else 0): four vectors at a time (four independent chains), then the
+    /// last one to three together, then the masked tail.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn channels<const MAX: bool, const KW: usize>(
+        win: &Window,
+        dst: *mut f32,
+        c: usize,
+        g: &PoolGeometry,
+        inverse: V,
+    ) {
+        let full = c / LANES * LANES;
+        let mut c0 = 0;
+        while c0 + 4 * LANES <= full {
+            vectors::<MAX, 4, KW>(win, dst, c0, g, inverse);
+            c0 += 4 * LANES;
+        }
+        match (full - c0) / LANES {
+            3 => vectors::<MAX, 3, KW>(win, dst, c0, g, inverse),
+            2 => vectors::<MAX, 2, KW>(win, dst, c0, g, inverse),
+            1 => vectors::<MAX, 1, KW>(win, dst, c0, g, inverse),
+            _ => {}
+        }
+        if full < c {
+            let [v] = window::<MAX, true, 1, KW>(win, full, mask(c - full));
+            store_first(dst.add(full), c - full, epilogue::<MAX>(g, v, inverse));
+        }
+    }
+
+    /// Channels `c0..c0 + 8 * NV` of one output pixel (see [`channels`]).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn vectors<const MAX: bool, const NV: usize, const KW: usize>(
+        win: &Window,
+        dst: *mut f32,
         c0: usize,
-        mask: __m256i,
-    ) -> [__m256; NV] {
-        let taps = if KW > 0 { KW } else { taps };
-        let mut acc = [_mm256_set1_ps(if MAX { f32::NEG_INFINITY } else { 0.0 }); NV];
-        for &r in rows {
-            let p = r.offset(first).add(c0);
+        g: &PoolGeometry,
+        inverse: V,
+    ) {
+        let v = window::<MAX, false, NV, KW>(win, c0, mask(LANES));
+        for (i, v) in v.into_iter().enumerate() {
+            store_first(dst.add(c0 + i * LANES), LANES, epilogue::<MAX>(g, v, inverse));
+        }
+    }
+
+    /// The maximums (`MAX`) or the sums over the window of channels `c0..c0 + 8 * NV`, in the
+    /// order of the rows then the columns; `MASKED`: only the lanes of `m` are read. An empty
+    /// window gives `-inf` or zero, as the padding would.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn window<const MAX: bool, const MASKED: bool, const NV: usize, const KW: usize>(
+        win: &Window,
+        c0: usize,
+        m: Mask,
+    ) -> [V; NV] {
+        let taps = if KW > 0 { KW } else { win.taps };
+        let mut acc = [if MAX { _mm256_set1_ps(f32::NEG_INFINITY) } else { zero() }; NV];
+        for &r in win.rows {
+            let p = r.offset(win.first).add(c0);
             for j in 0..taps {
-                let p = p.add(j * step);
+                let p = p.add(j * win.step);
                 for (i, a) in acc.iter_mut().enumerate() {
                     let at = p.add(i * LANES);
-                    let v = if MASKED {
-                        _mm256_maskload_ps(at, mask)
-                    } else {
-                        _mm256_loadu_ps(at)
-                    };
+                    let v = if MASKED { load_masked(at, m) } else { load(at) };
                     *a = if MAX {
                         _mm256_max_ps(v, *a)
                     } else {
@@ -379,11 +369,11 @@ mod x86 {
     }
 
     /// The average's scaling and the activation.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn epilogue<const MAX: bool>(g: &PoolGeometry, v: __m256, inverse: __m256) -> __m256 {
+    unsafe fn epilogue<const MAX: bool>(g: &PoolGeometry, v: V, inverse: V) -> V {
         let v = if MAX { v } else { _mm256_mul_ps(v, inverse) };
-        let zero = _mm256_setzero_ps();
+        let zero = zero();
         match g.act {
             ACT_NONE => v,
             ACT_RELU => _mm256_max_ps(v, zero),
@@ -393,19 +383,6 @@ mod x86 {
                 _mm256_blendv_ps(v, scaled, _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero))
             }
             _ => v,
-        }
-    }
-
-    /// Stores the first `n` (`1..=8`) lanes of `v` at `p`, writing nothing else.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn store(p: *mut f32, v: __m256, n: usize) {
-        if n == LANES {
-            _mm256_storeu_ps(p, v);
-        } else {
-            let mut lanes = [0.0f32; LANES];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n);
         }
     }
 }
