@@ -229,14 +229,16 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
     let ahead = (ahead, ahead_lines.clamp(0, k as i64) as usize);
-    // The common calls (no affine, no leaky slope, no residual read through an offset table)
-    // take tiles whose epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of
-    // branches per row and half cost as much as the FMAs. A panel of at most 8 valid columns
-    // (the narrow last panel of 24 or 40 channels) is computed one vector wide, in taller tiles.
-    let plain = (ep.scatter.is_none() || ep.res.is_null()) && (scale.is_null() || shift.is_null());
+    // Calls whose residual, if any, is not read through an offset table take tiles whose
+    // epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of branches
+    // per row and half cost as much as the FMAs. A panel of at most 8 valid columns (the narrow
+    // last panel of 24 or 40 channels) is computed one vector wide, in taller tiles, when the
+    // epilogue is a plain activation (no affine, no leaky slope).
+    let unrolled = ep.scatter.is_none() || ep.res.is_null();
+    let affine = !scale.is_null() && !shift.is_null();
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
-    let half = cols <= 8;
+    let half = cols <= 8 && !affine && act != ACT_LEAKY;
     // Panels whose computed columns are all valid (16, or 8 one vector wide) and contiguous in
     // the output store their accumulators straight from registers: with a run-time test of the
     // columns in the epilogue, the compiler moved all twelve accumulators through the stack after
@@ -244,40 +246,56 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     let dense = cols == if half { NR / 2 } else { NR } as i64 && ep.scatter.is_none();
     // `rows_of` with the const parameters of the run-time flags.
     macro_rules! go {
-        ($nv:literal, $table:literal, $act:expr, $res:literal, $dense:literal) => {
-            rows_of::<$nv, $table, true, $act, $res, $dense>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead)
+        ($nv:literal, $table:literal, $act:expr, $aff:literal, $res:literal, $dense:literal) => {
+            rows_of::<$nv, $table, true, $act, $aff, $res, $dense>(
+                a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead,
+            )
         };
     }
-    macro_rules! fast {
-        ($act:expr) => {
-            match (half, table, res, dense) {
-                (false, false, false, false) => go!(2, false, $act, false, false),
-                (false, false, false, true) => go!(2, false, $act, false, true),
-                (false, false, true, false) => go!(2, false, $act, true, false),
-                (false, false, true, true) => go!(2, false, $act, true, true),
-                (false, true, false, false) => go!(2, true, $act, false, false),
-                (false, true, false, true) => go!(2, true, $act, false, true),
-                (false, true, true, false) => go!(2, true, $act, true, false),
-                (false, true, true, true) => go!(2, true, $act, true, true),
-                (true, false, false, false) => go!(1, false, $act, false, false),
-                (true, false, false, true) => go!(1, false, $act, false, true),
-                (true, false, true, false) => go!(1, false, $act, true, false),
-                (true, false, true, true) => go!(1, false, $act, true, true),
-                (true, true, false, false) => go!(1, true, $act, false, false),
-                (true, true, false, true) => go!(1, true, $act, false, true),
-                (true, true, true, false) => go!(1, true, $act, true, false),
-                (true, true, true, true) => go!(1, true, $act, true, true),
+    macro_rules! full {
+        ($act:expr, $aff:literal) => {
+            match (table, res, dense) {
+                (false, false, false) => go!(2, false, $act, $aff, false, false),
+                (false, false, true) => go!(2, false, $act, $aff, false, true),
+                (false, true, false) => go!(2, false, $act, $aff, true, false),
+                (false, true, true) => go!(2, false, $act, $aff, true, true),
+                (true, false, false) => go!(2, true, $act, $aff, false, false),
+                (true, false, true) => go!(2, true, $act, $aff, false, true),
+                (true, true, false) => go!(2, true, $act, $aff, true, false),
+                (true, true, true) => go!(2, true, $act, $aff, true, true),
             }
         };
     }
-    match (plain, act) {
-        (true, ACT_NONE) => fast!(ACT_NONE),
-        (true, ACT_RELU) => fast!(ACT_RELU),
-        (true, ACT_RELU6) => fast!(ACT_RELU6),
-        _ if table => {
-            rows_of::<2, true, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead)
-        }
-        _ => rows_of::<2, false, false, ACT_NONE, false, false>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead),
+    macro_rules! plain {
+        ($act:expr) => {
+            match (half, table, res, dense) {
+                (false, ..) => full!($act, false),
+                (true, false, false, false) => go!(1, false, $act, false, false, false),
+                (true, false, false, true) => go!(1, false, $act, false, false, true),
+                (true, false, true, false) => go!(1, false, $act, false, true, false),
+                (true, false, true, true) => go!(1, false, $act, false, true, true),
+                (true, true, false, false) => go!(1, true, $act, false, false, false),
+                (true, true, false, true) => go!(1, true, $act, false, false, true),
+                (true, true, true, false) => go!(1, true, $act, false, true, false),
+                (true, true, true, true) => go!(1, true, $act, false, true, true),
+            }
+        };
+    }
+    match (unrolled, affine, act) {
+        (true, false, ACT_NONE) => plain!(ACT_NONE),
+        (true, false, ACT_RELU) => plain!(ACT_RELU),
+        (true, false, ACT_RELU6) => plain!(ACT_RELU6),
+        (true, false, ACT_LEAKY) => full!(ACT_LEAKY, false),
+        (true, true, ACT_NONE) => full!(ACT_NONE, true),
+        (true, true, ACT_RELU) => full!(ACT_RELU, true),
+        (true, true, ACT_RELU6) => full!(ACT_RELU6, true),
+        (true, true, ACT_LEAKY) => full!(ACT_LEAKY, true),
+        _ if table => rows_of::<2, true, false, ACT_NONE, false, false, false>(
+            a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead,
+        ),
+        _ => rows_of::<2, false, false, ACT_NONE, false, false, false>(
+            a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead,
+        ),
     }
 }
 
@@ -328,20 +346,25 @@ unsafe fn row_of<const P: usize, const ACT: i64>((a, panel, k, bias, res, out): 
             if !res.is_null() {
                 v = _mm256_add_ps(v, _mm256_loadu_ps(res.add(at)));
             }
-            _mm256_storeu_ps(out.add(at), activate::<ACT>(v));
+            _mm256_storeu_ps(out.add(at), activate::<ACT>(v, _mm256_setzero_ps()));
         }
     }
 }
 
-/// The plain epilogue's activation `ACT` ([`ACT_NONE`], [`ACT_RELU`] or [`ACT_RELU6`]) of `v`.
+/// The plain epilogue's activation `ACT` ([`ACT_NONE`], [`ACT_RELU`], [`ACT_RELU6`] or
+/// [`ACT_LEAKY`] with `slope` in every lane) of `v`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn activate<const ACT: i64>(v: __m256) -> __m256 {
+fn activate<const ACT: i64>(v: __m256, slope: __m256) -> __m256 {
     let zero = _mm256_setzero_ps();
     match ACT {
         ACT_RELU => _mm256_max_ps(v, zero),
         ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(v, zero), _mm256_set1_ps(6.0)),
+        ACT_LEAKY => {
+            let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(v, zero);
+            _mm256_blendv_ps(v, _mm256_mul_ps(v, slope), neg)
+        }
         _ => v,
     }
 }
@@ -353,8 +376,9 @@ const MR_HALF: usize = 12;
 /// possible, of heights that differ by at most one (a tile of one or two rows waits on the
 /// latency of its few FMA chains). `NV`: vectors of 8 columns computed (1 when the panel has at
 /// most 8 valid columns, then only with `PLAIN`); `TABLE`: the input offsets come from
-/// `a_offsets`; `PLAIN`: the epilogue is the activation `ACT` after the residual when `RES` (see
-/// [`tile`]). Every element is computed by the same operations whatever the height of its tile.
+/// `a_offsets`; `PLAIN`: the epilogue is resolved at compile time, the activation `ACT` after the
+/// residual when `RES` and before the affine when `AFFINE` (see [`tile`]). Every element is
+/// computed by the same operations whatever the height of its tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -364,6 +388,7 @@ unsafe fn rows_of<
     const TABLE: bool,
     const PLAIN: bool,
     const ACT: i64,
+    const AFFINE: bool,
     const RES: bool,
     const DENSE: bool,
 >(
@@ -387,7 +412,7 @@ unsafe fn rows_of<
     macro_rules! heights {
         ($($h:literal)*) => {
             |height: usize, a: *const f32, ep: &Epilogue, fetch: Fetch| match height {
-                $($h => tile::<$h, NV, TABLE, PLAIN, ACT, RES, DENSE>(a, a_stride, a_offsets, panel, k, ep, fetch),)*
+                $($h => tile::<$h, NV, TABLE, PLAIN, ACT, AFFINE, RES, DENSE>(a, a_stride, a_offsets, panel, k, ep, fetch),)*
                 _ => {}
             }
         };
@@ -470,10 +495,10 @@ struct Fetch {
     ahead_steps: usize,
 }
 
-/// One tile of `R` rows x 16 columns (8 when `NV` is 1). With `PLAIN` the call has no affine,
-/// the epilogue is `ACT` (after the residual when `RES`, which then is contiguous) and it is
-/// unrolled with no run-time test but the store's; otherwise the epilogue follows `ep`. Both
-/// compute the same values.
+/// One tile of `R` rows x 16 columns (8 when `NV` is 1). With `PLAIN` the epilogue is the
+/// residual when `RES` (which then is contiguous), the activation `ACT`, then the affine when
+/// `AFFINE`, unrolled with no run-time test but the store's; otherwise the epilogue follows `ep`.
+/// Both compute the same values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
@@ -483,6 +508,7 @@ unsafe fn tile<
     const TABLE: bool,
     const PLAIN: bool,
     const ACT: i64,
+    const AFFINE: bool,
     const RES: bool,
     const DENSE: bool,
 >(
@@ -533,6 +559,25 @@ unsafe fn tile<
     }
     let zero = _mm256_setzero_ps();
     let six = _mm256_set1_ps(6.0);
+    let slope = _mm256_set1_ps(ep.slope);
+    // The affine's scales and shifts of the tile's vectors (read only with `AFFINE`).
+    let mut post = [(zero, zero); NV];
+    if AFFINE {
+        for (h, p) in post.iter_mut().enumerate() {
+            *p = (
+                _mm256_loadu_ps(ep.scale.add(8 * h)),
+                _mm256_loadu_ps(ep.shift.add(8 * h)),
+            );
+        }
+    }
+    let finish = |v: __m256, h: usize| {
+        let v = activate::<ACT>(v, slope);
+        if AFFINE {
+            _mm256_fmadd_ps(v, post[h].0, post[h].1)
+        } else {
+            v
+        }
+    };
     if PLAIN && DENSE {
         for (r, acc) in acc.iter().enumerate() {
             let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
@@ -542,7 +587,7 @@ unsafe fn tile<
                 if RES {
                     v = _mm256_add_ps(v, _mm256_loadu_ps(res.wrapping_add(8 * h)));
                 }
-                _mm256_storeu_ps(out.wrapping_add(8 * h), activate::<ACT>(v));
+                _mm256_storeu_ps(out.wrapping_add(8 * h), finish(v, h));
             }
         }
         return;
@@ -558,7 +603,7 @@ unsafe fn tile<
                 if RES {
                     v = _mm256_add_ps(v, load_first(res.wrapping_add(8 * h), valid));
                 }
-                v = activate::<ACT>(v);
+                v = finish(v, h);
                 match &ep.scatter {
                     None => store_first(out.wrapping_add(8 * h), valid, v),
                     Some(at) => {
@@ -575,7 +620,6 @@ unsafe fn tile<
         }
         return;
     }
-    let slope = _mm256_set1_ps(ep.slope);
     let post = (!ep.scale.is_null() && !ep.shift.is_null()).then(|| {
         [
             (_mm256_loadu_ps(ep.scale), _mm256_loadu_ps(ep.shift)),
