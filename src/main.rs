@@ -266,7 +266,11 @@ struct BenchArgs {
 fn bench_table(r: &netc::runtime::bench::Report) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "{}  batch {}  isa {}", r.net, r.batch, r.isa);
+    let _ = write!(out, "{}  batch {}  isa {}", r.net, r.batch, r.isa);
+    if r.gemm_isa != r.isa {
+        let _ = write!(out, " (matrix multiply {})", r.gemm_isa);
+    }
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "compile:    {:.2} ms  (elaborate {:.2} ms, codegen {:.2} ms; {} kernels)",

@@ -246,8 +246,13 @@ fn isa_is_reported() {
         baseline.get("peak_gflops").is_none() && baseline.get("peaks").is_none(),
         "no peak is measured without --profile or --measure-peak: {baseline}"
     );
+    assert_eq!(baseline["gemm_isa"], "baseline");
     let native = bench("native");
-    assert_eq!(native["isa"], netc::codegen::Level::cpu().name());
+    let cpu = netc::codegen::Level::cpu();
+    assert_eq!(native["isa"], cpu.name());
+    // The matrix multiply runs narrower than the rest only at AVX-512 with split 512-bit FMAs.
+    let split = cpu == netc::codegen::Level::Avx512 && !netc::codegen::Level::full_width_512();
+    assert_eq!(native["gemm_isa"], if split { "avx2" } else { cpu.name() });
     let bad = netc(&["bench", net.to_str().unwrap(), "--isa", "sse9"]);
     assert!(!bad.status.success());
 }

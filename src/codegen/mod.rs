@@ -48,7 +48,9 @@ pub struct Options {
 /// features by [`Isa::level`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Isa {
-    /// The widest this CPU runs: AVX-512F, else AVX2 + FMA, else the f32x4 Cranelift tiles.
+    /// The widest this CPU runs: AVX-512F, else AVX2 + FMA, else the f32x4 Cranelift tiles; but
+    /// the matrix multiply's AVX2 tile where 512-bit FMAs are not faster than 256-bit ones (see
+    /// [`Isa::gemm_level`]).
     #[default]
     Native,
     /// At most AVX-512F.
@@ -83,6 +85,31 @@ impl Level {
         Level::Baseline
     }
 
+    /// Whether this CPU's 512-bit FMAs do twice the work of its 256-bit ones per cycle. AMD's
+    /// cores up to family 19h (Zen 4) split each 512-bit operation into two 256-bit halves, so
+    /// the peak is the same and the 12x32 AVX-512 matrix-multiply tile ran slower than the 6x16
+    /// AVX2 one on every 1x1 layer measured on a Zen 4 EPYC (MobileNet v1's 1x1 layers 0.46-0.96
+    /// ms at AVX2 against 0.47-0.96 ms at AVX-512, its K = 32 layer 0.47 against 0.58; the
+    /// ShuffleNet v1 grouped 1x1 layers 0.069 against 0.082). Other x86-64 CPUs with AVX-512F
+    /// are taken to have the full width.
+    pub fn full_width_512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::__cpuid;
+            let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
+            let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+            let base = (signature >> 8) & 0xf;
+            let family = if base == 0xf {
+                base + ((signature >> 20) & 0xff)
+            } else {
+                base
+            };
+            !(amd && family <= 0x19)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Level::Baseline => "baseline",
@@ -101,6 +128,16 @@ impl Isa {
             Isa::Baseline => Level::Baseline,
         };
         ceiling.min(Level::cpu())
+    }
+
+    /// The level of the matrix multiply's tile: [`Isa::level`], except that `Native` takes the
+    /// AVX2 tile over the AVX-512 one on a CPU whose 512-bit FMAs are not wider in throughput
+    /// ([`Level::full_width_512`]). `Avx512` always takes the AVX-512 tile where it runs.
+    pub fn gemm_level(self) -> Level {
+        match self.level() {
+            Level::Avx512 if self == Isa::Native && !Level::full_width_512() => Level::Avx2,
+            level => level,
+        }
     }
 
     /// Whether this CPU runs everything the choice asks for (`Native` and `Baseline` always).

@@ -243,8 +243,10 @@ pub struct Prepared {
     pub elaborate_ms: f64,
     /// Code generation of every kernel, weight packing included (weight initialization is not).
     pub codegen_ms: f64,
-    /// The matrix multiply's instruction set that runs (see [`codegen::Isa::name`]).
+    /// The instruction set that runs (see [`codegen::Isa::name`]).
     pub isa: &'static str,
+    /// The matrix multiply's (see [`codegen::Isa::gemm_level`]).
+    pub gemm_isa: &'static str,
 }
 
 /// Why [`prepare`] failed: in elaboration (the caller's error) or in code generation.
@@ -273,6 +275,7 @@ pub fn prepare<E>(
         elaborate_ms,
         codegen_ms,
         isa: options.isa.name(),
+        gemm_isa: options.isa.gemm_level().name(),
     })
 }
 
@@ -303,6 +306,9 @@ pub struct Report {
     pub batch: usize,
     /// The instruction set that runs: `avx512`, `avx2` or `baseline`.
     pub isa: String,
+    /// The matrix multiply's: the same, or `avx2` at `avx512` on a CPU whose 512-bit FMAs are
+    /// no faster than its 256-bit ones.
+    pub gemm_isa: String,
     pub threads: usize,
     pub runs: usize,
     pub warmup: usize,
@@ -391,6 +397,7 @@ pub fn run(p: &mut Prepared, config: &Config) -> Result<Report, Diagnostic> {
         net: net_title(graph),
         batch: p.compiled.input_shape()[0],
         isa: p.isa.to_string(),
+        gemm_isa: p.gemm_isa.to_string(),
         threads,
         runs,
         warmup: config.warmup,

@@ -85,7 +85,7 @@
 //!
 //! # The wide path (x86-64 with AVX2 and FMA, or AVX-512F)
 //!
-//! When [`Isa::level`] is [`Level::Avx512`] or [`Level::Avx2`], every matrix multiply, whatever
+//! When [`Isa::gemm_level`] is [`Level::Avx512`] or [`Level::Avx2`], every matrix multiply, whatever
 //! its slots, runs on a Rust micro-kernel ([`Wide`]): [`avx512`] (12x32 tiles in zmm registers,
 //! panels of 32 columns, items of 12 rows) or [`avx2`] (6x16 tiles in ymm registers, panels of
 //! 16 columns, items of 6 rows). The weights are packed as above with the tile's panel width;
@@ -977,7 +977,7 @@ struct PanelSite {
 impl Gemm {
     /// Checks the shapes and slots of `spec`, and packs its weights, bias and affine (permuted
     /// into packed order) into `pack`.
-    /// `isa.level()` picks the tile: the AVX-512 micro-kernel on 32-wide panels, the AVX2 one on
+    /// `isa.gemm_level()` picks the tile: the AVX-512 micro-kernel on 32-wide panels, the AVX2 one on
     /// 16-wide panels (both with offset tables for slots that are not contiguous), or the f32x4
     /// tile.
     pub fn new(spec: &GemmSpec, pack: &mut Packer, isa: Isa) -> Gemm {
@@ -1047,7 +1047,7 @@ impl Gemm {
                 res: res_base as i64,
             });
         }
-        let wide = match isa.level() {
+        let wide = match isa.gemm_level() {
             Level::Avx512 => Some(Wide::Avx512),
             Level::Avx2 => Some(Wide::Avx2),
             Level::Baseline => None,
