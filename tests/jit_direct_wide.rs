@@ -240,6 +240,24 @@ fn seed_layers_match_reference() {
     }
 }
 
+/// An explicit `--isa` is what runs; `native` narrows a direct convolution to AVX2 only at
+/// AVX-512 on a CPU with split 512-bit FMAs, and only for channel counts that leave zmm lanes idle.
+#[test]
+fn direct_level_narrows_only_native_on_split_cpus() {
+    let split = Level::cpu() == Level::Avx512 && !Level::full_width_512();
+    for outputs in [3, 8, 16, 24, 32, 40, 96, 1000] {
+        for isa in [Isa::Avx512, Isa::Avx2, Isa::Baseline] {
+            assert_eq!(isa.direct_level(outputs), isa.level(), "{isa:?} {outputs}");
+        }
+        let expected = if split && !outputs.is_multiple_of(16) {
+            Level::Avx2
+        } else {
+            Level::cpu()
+        };
+        assert_eq!(Isa::Native.direct_level(outputs), expected, "native {outputs}");
+    }
+}
+
 #[test]
 fn rows_split_into_balanced_tiles() {
     assert_eq!(tiles(13, 6).collect::<Vec<_>>(), [5, 4, 4]);

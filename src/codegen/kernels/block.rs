@@ -424,7 +424,17 @@ impl FusedBlock {
             };
             let (weight, bias) = (&w.weight, w.bias.as_deref());
             if isa.wide() {
-                let k = DirectWide::new(&s.conv, input, row, weight, bias, epilogue, post(&w), pack, isa.level());
+                let k = DirectWide::new(
+                    &s.conv,
+                    input,
+                    row,
+                    weight,
+                    bias,
+                    epilogue,
+                    post(&w),
+                    pack,
+                    isa.direct_level(s.conv.out_channels),
+                );
                 DenseStage::Wide(k)
             } else {
                 DenseStage::Baseline(Direct::new(&s.conv, input, row, weight, bias, epilogue, post(&w), pack))

@@ -158,7 +158,7 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
             match kind {
                 Family::Depthwise => depthwise(isa, c, input, out, w, b, epilogue, post, pack),
                 Family::Direct if isa.wide() => {
-                    let level = isa.level();
+                    let level = isa.direct_level(c.out_channels);
                     Box::new(direct_wide::DirectWide::new(
                         c, input, out, w, b, epilogue, post, pack, level,
                     ))
