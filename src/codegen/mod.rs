@@ -87,27 +87,31 @@ impl Level {
 
     /// Whether this CPU's 512-bit FMAs do twice the work of its 256-bit ones per cycle. AMD's
     /// cores up to family 19h (Zen 4) split each 512-bit operation into two 256-bit halves, so
-    /// the peak is the same and the 12x32 AVX-512 matrix-multiply tile ran slower than the 6x16
-    /// AVX2 one on every 1x1 layer measured on a Zen 4 EPYC (MobileNet v1's 1x1 layers 0.46-0.96
-    /// ms at AVX2 against 0.47-0.96 ms at AVX-512, its K = 32 layer 0.47 against 0.58; the
-    /// ShuffleNet v1 grouped 1x1 layers 0.069 against 0.082). Other x86-64 CPUs with AVX-512F
-    /// are taken to have the full width.
+    /// the peak is the same, and on a Zen 4 EPYC the 12x32 AVX-512 matrix-multiply tile ran
+    /// slower than the 6x16 AVX2 one on every 1x1 layer measured (MobileNet v1's at 88-113
+    /// GFLOP/s against 109-115, ShuffleNet's grouped ones at 0.082 ms against 0.069). Other
+    /// x86-64 CPUs with AVX-512F are taken to have the full width. Read once (`cpuid` may trap
+    /// to the hypervisor in a virtual machine).
     pub fn full_width_512() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::__cpuid;
-            let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
-            let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
-            let base = (signature >> 8) & 0xf;
-            let family = if base == 0xf {
-                base + ((signature >> 20) & 0xff)
-            } else {
-                base
-            };
-            !(amd && family <= 0x19)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
+        static FULL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FULL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::x86_64::__cpuid;
+                let (vendor, signature) = (__cpuid(0), __cpuid(1).eax);
+                // "AuthenticAMD" in EBX, EDX, ECX.
+                let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+                let base = (signature >> 8) & 0xf;
+                let family = if base == 0xf {
+                    base + ((signature >> 20) & 0xff)
+                } else {
+                    base
+                };
+                !(amd && family <= 0x19)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            false
+        })
     }
 
     pub fn name(self) -> &'static str {
