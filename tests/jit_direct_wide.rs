@@ -12,6 +12,7 @@ use netc::codegen::kernels::depthwise_wide::DepthwiseWide;
 use netc::codegen::kernels::direct::Direct;
 use netc::codegen::kernels::direct_wide::{tiles, DirectWide};
 use netc::codegen::kernels::window::Epilogue;
+use netc::codegen::kernels::winograd;
 use netc::codegen::kernels::{Kernel, Packer};
 use netc::codegen::layout::Buf;
 use netc::codegen::{Isa, Level};
@@ -163,6 +164,86 @@ proptest! {
     fn dense_layers_match_reference(l in layer()) {
         check_net(&l)?;
     }
+}
+
+/// 3x3 convolutions of stride 1 and padding 1 (SqueezeNet's expands), which the AVX2 level runs
+/// as Winograd F(2x2, 3x3): odd and even sizes (partial tiles at the right and bottom), input
+/// channels around the kernel's bounds and its vector width, output channels around its 16-wide
+/// panels and 64-wide blocks, an output that is a channel slice of a concat.
+fn winograd_layer() -> impl Strategy<Value = Layer> {
+    (
+        (12usize..140, 1usize..150),
+        (1usize..15, 1usize..30),
+        any::<bool>(),
+        1usize..3,
+        prop::option::of(1usize..20),
+    )
+        .prop_map(|((cin, cout), (h, w), bias, batch, concat)| Layer {
+            cin,
+            cout,
+            h,
+            w,
+            kernel: (3, 3),
+            stride: (1, 1),
+            dilation: (1, 1),
+            pad: [1, 1, 1, 1],
+            bias,
+            batch,
+            residual: false,
+            concat,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn winograd_layers_match_reference(l in winograd_layer()) {
+        check_net(&l)?;
+    }
+}
+
+/// The AVX2 level runs SqueezeNet's 3x3 expands as Winograd convolutions (so the tests above
+/// exercise that kernel), and only those: not a 3x3 convolution of stride 2, nor one with fewer
+/// than 16 input channels.
+#[test]
+fn winograd_takes_the_stride_1_3x3_layers() {
+    if !Isa::Avx2.supported() {
+        return;
+    }
+    let calls = |l: &Layer| -> bool {
+        let options = netc::Options {
+            overrides: Default::default(),
+            batch: 1,
+        };
+        let c = netc::compile_source("t.net", &l.source(), None, &options, None).unwrap();
+        let options = netc::codegen::Options {
+            isa: Isa::Avx2,
+            ..Default::default()
+        };
+        let exe = c.compile_jit(&c.init_weights(0), &options).unwrap();
+        exe.steps().iter().any(|s| s.hosts.contains(&winograd::AVX2.symbol))
+    };
+    let expand = Layer {
+        cin: 16,
+        cout: 64,
+        h: 13,
+        w: 13,
+        kernel: (3, 3),
+        stride: (1, 1),
+        dilation: (1, 1),
+        pad: [1, 1, 1, 1],
+        bias: true,
+        batch: 1,
+        residual: false,
+        concat: Some(64),
+    };
+    assert!(calls(&expand));
+    assert!(!calls(&Layer {
+        stride: (2, 2),
+        ..expand.clone()
+    }));
+    assert!(!calls(&Layer { cin: 8, ..expand }));
 }
 
 /// The layers of the seed networks that take the direct convolution, at reduced sizes.

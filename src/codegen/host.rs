@@ -49,4 +49,5 @@ pub static ALL: &[&HostFn] = &[
     &kernels::direct_wide::AVX2,
     &kernels::depthwise_wide::AVX2,
     &kernels::pool_wide::AVX2,
+    &kernels::winograd::AVX2,
 ];

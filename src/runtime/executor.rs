@@ -24,6 +24,9 @@ pub struct Step {
     pub f: KernelFn,
     pub items: usize,
     pub work_per_item: usize,
+    /// The symbols of the host functions the kernel calls (its register tiles, see
+    /// `codegen::host`).
+    pub hosts: Vec<&'static str>,
 }
 
 /// A compiled network, ready to run.

@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod pool;
 pub mod pool_wide;
 pub mod window;
+pub mod winograd;
 
 use super::emit::Emit;
 use super::host::HostFn;
@@ -157,6 +158,9 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
             let (w, b, post) = (&layer.weight, layer.bias.as_deref(), post(&layer));
             match kind {
                 Family::Depthwise => depthwise(isa, c, input, out, w, b, epilogue, post, pack),
+                Family::Direct if winograd::Winograd::supports(c, &input, &out, &epilogue, isa) => {
+                    Box::new(winograd::Winograd::new(c, input, out, w, b, epilogue, post, pack))
+                }
                 Family::Direct if isa.wide() => {
                     let level = isa.direct_level(c.out_channels);
                     Box::new(direct_wide::DirectWide::new(
