@@ -47,7 +47,7 @@
 //! and the calling convention is that of the wide direct convolution's row function.
 
 use super::depthwise::pack_taps;
-use super::direct_wide::{call_rows, Geometry, ROW_PARAMS};
+use super::direct_wide::{call_rows, Geometry};
 use super::window::{pack_post, Epilogue};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
@@ -72,21 +72,13 @@ const PIXELS: usize = 4;
 /// f32 lanes of a ymm register.
 const LANES: usize = 8;
 
-/// The AVX2 + FMA row function.
-pub static AVX2: HostFn = HostFn {
-    symbol: "netc_depthwise_avx2",
-    params: ROW_PARAMS,
-    returns: &[],
-    address,
-};
-
-fn address() -> Option<*const u8> {
-    #[cfg(target_arch = "x86_64")]
-    if Level::cpu() >= Level::Avx2 {
-        return Some(x86::row as *const u8);
-    }
-    None
-}
+row_host_fn!(
+    /// The AVX2 + FMA row function.
+    AVX2,
+    "netc_depthwise_avx2",
+    Level::Avx2,
+    x86::row
+);
 
 pub struct DepthwiseWide {
     input: Buf,

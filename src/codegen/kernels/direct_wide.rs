@@ -424,37 +424,21 @@ pub(super) fn call_rows(
 
 pub(super) const ROW_PARAMS: &[Ty] = &[Ty::Ptr, Ty::Ptr, Ty::Ptr, Ty::I64, Ty::Ptr, Ty::Ptr];
 
-/// The AVX-512F row function.
-pub static AVX512: HostFn = HostFn {
-    symbol: "netc_direct_avx512",
-    params: ROW_PARAMS,
-    returns: &[],
-    address: avx512_address,
-};
+row_host_fn!(
+    /// The AVX-512F row function.
+    AVX512,
+    "netc_direct_avx512",
+    Level::Avx512,
+    x86::avx512::row
+);
 
-/// The AVX2 + FMA row function.
-pub static AVX2: HostFn = HostFn {
-    symbol: "netc_direct_avx2",
-    params: ROW_PARAMS,
-    returns: &[],
-    address: avx2_address,
-};
-
-fn avx512_address() -> Option<*const u8> {
-    #[cfg(target_arch = "x86_64")]
-    if Level::cpu() >= Level::Avx512 {
-        return Some(x86::avx512::row as *const u8);
-    }
-    None
-}
-
-fn avx2_address() -> Option<*const u8> {
-    #[cfg(target_arch = "x86_64")]
-    if Level::cpu() >= Level::Avx2 {
-        return Some(x86::avx2::row as *const u8);
-    }
-    None
-}
+row_host_fn!(
+    /// The AVX2 + FMA row function.
+    AVX2,
+    "netc_direct_avx2",
+    Level::Avx2,
+    x86::avx2::row
+);
 
 /// The row function, written once over a vector type and instantiated per instruction set by
 /// [`row_function`]: each instantiation's module provides `V`, `Mask`, `LANES`, `MAX_VECTORS` and

@@ -4,6 +4,26 @@
 //! and emits the code for a range of them. Lowering a node picks the family, packs the node's
 //! weights in the order that family reads them, and bakes every shape, stride and offset in.
 
+/// A row function's [`HostFn`] (the calling convention of `direct_wide::ROW_PARAMS`): `$symbol`,
+/// with the address of `$row` when this CPU runs `$level`.
+macro_rules! row_host_fn {
+    ($(#[$doc:meta])* $name:ident, $symbol:literal, $level:expr, $row:path) => {
+        $(#[$doc])*
+        pub static $name: crate::codegen::host::HostFn = crate::codegen::host::HostFn {
+            symbol: $symbol,
+            params: crate::codegen::kernels::direct_wide::ROW_PARAMS,
+            returns: &[],
+            address: || {
+                #[cfg(target_arch = "x86_64")]
+                if crate::codegen::Level::cpu() >= $level {
+                    return Some($row as *const u8);
+                }
+                None
+            },
+        };
+    };
+}
+
 pub mod avx2;
 pub mod avx512;
 pub mod block;

@@ -33,7 +33,7 @@
 //! The shapes go in a packed [`PoolGeometry`]; the calling convention is that of the wide direct
 //! convolution's row function (the weights and residual pointers are unused).
 
-use super::direct_wide::{act_code, call_rows, pack_words, ROW_PARAMS};
+use super::direct_wide::{act_code, call_rows, pack_words};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
 use crate::codegen::host::HostFn;
@@ -98,21 +98,13 @@ impl PoolGeometry {
     }
 }
 
-/// The AVX2 row function.
-pub static AVX2: HostFn = HostFn {
-    symbol: "netc_pool_avx2",
-    params: ROW_PARAMS,
-    returns: &[],
-    address,
-};
-
-fn address() -> Option<*const u8> {
-    #[cfg(target_arch = "x86_64")]
-    if Level::cpu() >= Level::Avx2 {
-        return Some(x86::row as *const u8);
-    }
-    None
-}
+row_host_fn!(
+    /// The AVX2 row function.
+    AVX2,
+    "netc_pool_avx2",
+    Level::Avx2,
+    x86::row
+);
 
 pub struct PoolWide {
     input: Buf,

@@ -40,7 +40,7 @@
 //! `direct_wide::Geometry`; the calling convention is the row function's (see `direct_wide.rs`),
 //! with `y` the row of tiles and `input`, `out` at pixel `(n, 0, 0)` of the image.
 
-use super::direct_wide::{Geometry, ROW_PARAMS};
+use super::direct_wide::Geometry;
 use super::window::{pack_post, Epilogue};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
@@ -59,21 +59,13 @@ pub const MAX_CIN: usize = 128;
 /// Fewest input channels: below, the transforms cost more than the multiplies they save.
 pub const MIN_CIN: usize = 16;
 
-/// The AVX2 row function.
-pub static AVX2: HostFn = HostFn {
-    symbol: "netc_winograd_avx2",
-    params: ROW_PARAMS,
-    returns: &[],
-    address,
-};
-
-fn address() -> Option<*const u8> {
-    #[cfg(target_arch = "x86_64")]
-    if Level::cpu() >= Level::Avx2 {
-        return Some(x86::row as *const u8);
-    }
-    None
-}
+row_host_fn!(
+    /// The AVX2 row function.
+    AVX2,
+    "netc_winograd_avx2",
+    Level::Avx2,
+    x86::row
+);
 
 pub struct Winograd {
     input: Buf,
