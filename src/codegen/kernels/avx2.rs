@@ -356,7 +356,7 @@ unsafe fn row_of<const P: usize, const ACT: i64>((a, panel, k, bias, res, out): 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-fn activate<const ACT: i64>(v: __m256, slope: __m256) -> __m256 {
+pub(super) fn activate<const ACT: i64>(v: __m256, slope: __m256) -> __m256 {
     let zero = _mm256_setzero_ps();
     match ACT {
         ACT_RELU => _mm256_max_ps(v, zero),

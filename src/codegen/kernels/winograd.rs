@@ -211,6 +211,7 @@ impl Kernel for Winograd {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx2::activate;
     use super::super::direct_wide::x86::avx2::{fma, load, load_masked, mask, store_first, zero};
     use super::super::direct_wide::{Geometry, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6};
     use super::{BLOCK, CHUNK, MAX_CIN};
@@ -410,7 +411,7 @@ mod x86 {
         let at = |o: i64| (o >= 0).then(|| weights.add(o as usize));
         let (bias, post) = (at(g.bias), at(g.post));
         let slope = _mm256_set1_ps(f32::from_bits(g.slope as u32));
-        let (zero, six) = (zero(), _mm256_set1_ps(6.0));
+        let zero = zero();
         let mut c = b0;
         while c < (b0 + BLOCK).min(cout) {
             let valid = (cout - c).min(8);
@@ -443,15 +444,7 @@ mod x86 {
                             break;
                         }
                         let mut value = _mm256_add_ps(value, b);
-                        value = match ACT {
-                            ACT_RELU => _mm256_max_ps(value, zero),
-                            ACT_RELU6 => _mm256_min_ps(_mm256_max_ps(value, zero), six),
-                            ACT_LEAKY => {
-                                let neg = _mm256_cmp_ps::<_CMP_LT_OQ>(value, zero);
-                                _mm256_blendv_ps(value, _mm256_mul_ps(value, slope), neg)
-                            }
-                            _ => value,
-                        };
+                        value = activate::<ACT>(value, slope);
                         if let Some((scale, shift)) = affine {
                             value = fma(value, scale, shift);
                         }
