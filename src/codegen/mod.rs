@@ -553,19 +553,20 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &Options) -> Result<Ex
             .map_err(|e| fail(&name, e))?;
         clif.extend(text.map(|t| (name.clone(), t)));
         let hosts = kernel.host_fns().iter().map(|h| h.symbol).collect();
-        pending.push((id, name, kernel.items(), kernel.work_per_item(), hosts));
+        pending.push((id, name, kernel.items(), kernel.work_per_item(), hosts, kernel.kind()));
     }
     let ids: Vec<FuncId> = pending.iter().map(|p| p.0).collect();
     let (module, fns) = module.finish(&ids).map_err(|e| fail("finalizing", e))?;
     let steps = pending
         .into_iter()
         .zip(fns)
-        .map(|((_, name, items, work_per_item, hosts), f)| Step {
+        .map(|((_, name, items, work_per_item, hosts, kind), f)| Step {
             name,
             f,
             items,
             work_per_item,
             hosts,
+            kind,
         })
         .collect();
     let input = layout::buf_at(graph, graph.inputs[0], 0);

@@ -459,15 +459,13 @@ fn profile(
                 name: step.name.clone(),
                 // The op and the kernel family that computes it (`conv/gemm`); a step without
                 // a node of its own gathers a staged input.
-                op: node.map_or("gather".to_string(), |n| match n.place.as_ref().map(|p| p.runs) {
-                    // A direct convolution the code runs as a Winograd convolution says so.
-                    Some(crate::ir::Runs::Kernel(_))
-                        if step.hosts.contains(&codegen::kernels::winograd::AVX2.symbol) =>
-                    {
-                        format!("{}/winograd", n.op.kind())
+                op: node.map_or("gather".to_string(), |n| {
+                    match (n.place.as_ref().map(|p| p.runs), step.kind) {
+                        // A kernel other than the node's family names itself (`conv/winograd`).
+                        (Some(crate::ir::Runs::Kernel(_)), Some(kind)) => format!("{}/{kind}", n.op.kind()),
+                        (Some(crate::ir::Runs::Kernel(k)), None) => format!("{}/{k}", n.op.kind()),
+                        _ => n.op.kind().to_string(),
                     }
-                    Some(crate::ir::Runs::Kernel(k)) => format!("{}/{k}", n.op.kind()),
-                    _ => n.op.kind().to_string(),
                 }),
                 items: step.items,
                 macs,

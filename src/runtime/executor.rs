@@ -27,6 +27,8 @@ pub struct Step {
     /// The symbols of the host functions the kernel calls (its register tiles, see
     /// `codegen::host`).
     pub hosts: Vec<&'static str>,
+    /// The kernel's name where it is not the node's family (see `Kernel::kind`).
+    pub kind: Option<&'static str>,
 }
 
 /// A compiled network, ready to run.

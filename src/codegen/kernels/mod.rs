@@ -59,6 +59,11 @@ pub trait Kernel {
     fn work_per_item(&self) -> usize;
     /// Emits the body that computes items `begin..end`.
     fn emit(&self, e: &mut Emit, begin: Value, end: Value);
+    /// The kernel's name where it is not its node's family (a direct convolution computed by
+    /// the Winograd kernel), for profiles.
+    fn kind(&self) -> Option<&'static str> {
+        None
+    }
     /// The host functions the code calls besides `expf` (see [`Emit::host`]).
     fn host_fns(&self) -> Vec<&'static HostFn> {
         Vec::new()

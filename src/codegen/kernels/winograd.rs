@@ -204,6 +204,10 @@ impl Kernel for Winograd {
         });
     }
 
+    fn kind(&self) -> Option<&'static str> {
+        Some("winograd")
+    }
+
     fn host_fns(&self) -> Vec<&'static HostFn> {
         vec![&AVX2]
     }
