@@ -217,7 +217,7 @@ impl Kernel for Winograd {
 mod x86 {
     use super::super::avx2::activate;
     use super::super::direct_wide::x86::avx2::{fma, load, load_masked, mask, store_first, zero};
-    use super::super::direct_wide::{Geometry, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6};
+    use super::super::direct_wide::{tiles, Geometry, ACT_LEAKY, ACT_NONE, ACT_RELU, ACT_RELU6};
     use super::{BLOCK, CHUNK, MAX_CIN};
     use std::arch::x86_64::*;
 
@@ -240,9 +240,8 @@ mod x86 {
         _residual: *const f32,
     ) {
         let g = std::ptr::read_unaligned(geometry as *const Geometry);
-        let w = g.out_w.max(0) as usize;
-        let tiles = w.div_ceil(2);
-        let count = tiles.div_ceil(CHUNK).max(1);
+        let (ty, cout) = (ty.max(0) as usize, g.cout.max(0) as usize);
+        let row_tiles = (g.out_w.max(0) as usize).div_ceil(2);
         // Every element read from either buffer is written first in the same chunk: `V` for the
         // chunk's tiles and the input channels rounded up to a vector, `M` for its tiles and the
         // block's panels (zero padded past the last channel).
@@ -250,15 +249,11 @@ mod x86 {
         let mut m = std::mem::MaybeUninit::<[f32; 16 * CHUNK * BLOCK]>::uninit();
         let (v, m) = (v.as_mut_ptr() as *mut f32, m.as_mut_ptr() as *mut f32);
         let mut t0 = 0;
-        for c in 0..count {
-            let n = tiles / count + usize::from(c < tiles % count);
-            transform_input(&g, input, ty.max(0) as usize, t0, n, v);
-            let cout = g.cout.max(0) as usize;
-            let mut b0 = 0;
-            while b0 < cout {
+        for n in tiles(row_tiles, CHUNK) {
+            transform_input(&g, input, ty, t0, n, v);
+            for b0 in (0..cout).step_by(BLOCK) {
                 multiply(&g, weights, v, n, b0, m);
-                transform_output(&g, weights, m, ty.max(0) as usize, t0, n, b0, out);
-                b0 += BLOCK;
+                transform_output(&g, weights, m, ty, t0, n, b0, out);
             }
             t0 += n;
         }
@@ -330,10 +325,8 @@ mod x86 {
                 let col = p * 16 - b0;
                 // Tiles of at most 6 rows, of heights that differ by at most one (a tile of
                 // one or two rows waits on the latency of its few chains of multiply-adds).
-                let count = n.div_ceil(6);
                 let mut r0 = 0;
-                for i in 0..count {
-                    let rows = n / count + usize::from(i < n % count);
+                for rows in tiles(n, 6) {
                     let (a, out) = (a.add(r0 * CIN_STRIDE), mo.add(r0 * BLOCK + col));
                     match rows {
                         6 => tile::<6>(a, panel, cin, out),
