@@ -8,6 +8,7 @@
 //! thread count.
 
 use super::errors;
+use super::interleave::interleave3;
 use super::pages::Pages;
 use super::pool::Pool;
 use super::tensor::Tensor;
@@ -136,9 +137,14 @@ impl Executable {
             let pixels = self.arena[start..start + hw * b.stride].chunks_exact_mut(b.stride);
             if c == 3 {
                 // An image: its three planes interleaved in one pass with no index arithmetic
-                // (0.11 -> 0.06 ms for 3x224x224, against the loop below).
+                // (0.11 -> 0.06 ms for 3x224x224, against the loop below), eight pixels at a
+                // time where the pixels are packed.
                 let (r, rest) = planes.split_at(hw);
                 let (g, bl) = rest.split_at(hw);
+                if b.stride == 3 {
+                    interleave3(r, g, bl, &mut self.arena[start..start + hw * 3]);
+                    continue;
+                }
                 for (pixel, ((&x, &y), &z)) in pixels.zip(r.iter().zip(g).zip(bl)) {
                     pixel[..3].copy_from_slice(&[x, y, z]);
                 }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod errors;
 pub mod executor;
 pub mod input;
+mod interleave;
 pub mod pages;
 pub mod pool;
 pub mod reference;
