@@ -763,6 +763,41 @@ fn wide_tile_widths_row_tails_and_irregular_slots() {
     }
 }
 
+/// A narrow last panel of at most 8 columns after a full one (ShuffleNet's 20 and 40 columns per
+/// group, 116 and 232 of ShuffleNet v2) is computed on AVX2 with the full panel, in tiles three
+/// vectors wide, when the epilogue is a plain activation: every such width, row counts around
+/// the tiles' height (3), contiguous and shuffled input (an offset table), residuals, in place;
+/// and with an affine or a leaky slope, which take one call per panel.
+#[test]
+fn narrow_last_panels_joined_to_the_full_one_before() {
+    let mut rng = Rng(41);
+    let ms = [1, 3, 4, 5, 8, 9, 13, 26];
+    for (i, n) in [17, 20, 23, 24, 40, 116].into_iter().enumerate() {
+        for j in 0..4 {
+            let groups = [1, 3][(i + j) % 2];
+            let k = [20, 9, 80][(i + j) % 3];
+            let residual = match j % 3 {
+                0 => Residual::None,
+                1 => Residual::InPlace,
+                _ => Residual::Separate(layout(0, n * groups, groups, &mut rng)),
+            };
+            check(&Case {
+                m: ms[(i + 3 * j) % ms.len()],
+                k,
+                n,
+                groups,
+                input: layout([0, 4][j % 2], k * groups, groups, &mut rng),
+                out: layout(0, n * groups, groups, &mut rng),
+                shared_io: false,
+                residual,
+                bias: (i + j) % 2 == 0,
+                post: j == 3,
+                act: ACTS[(i + j) % 4],
+            });
+        }
+    }
+}
+
 /// Output columns in two runs whose boundary falls inside a panel (29 + 29 columns, as in
 /// ShuffleNet v2): the panels inside a run store whole vectors, the straddling one goes through
 /// the column table; with a residual in two runs too, contiguous, or the output itself.

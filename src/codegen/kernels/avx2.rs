@@ -24,7 +24,7 @@
 //! | `a`, `a_stride` | row 0 of the input at the group's first channel; row `r` starts at `a + r * a_stride` |
 //! | `a_offsets` | null when the `k` channels of a row are contiguous; else `k` `u32` offsets from the row start |
 //! | `panel`, `k` | the packed panel: `k` rows of 16 floats, zero-padded past `cols` |
-//! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`); or `16 * n` (`n` in `2..=`[`ROW_PANELS`]) for `n` consecutive full panels (see below) |
+//! | `rows`, `cols` | rows to compute (`>= 0`), valid columns (`1..=16`); or `16 + t` (`t` in `1..=15`) for a full panel and the first `t` columns of the next; or `16 * n` (`n` in `2..=`[`ROW_PANELS`]) for `n` consecutive full panels (see below) |
 //! | `bias`, `scale`, `shift` | 16 floats each (zero-padded past `cols`), or null |
 //! | `res`, `res_stride` | row 0 of the residual, or null |
 //! | `out`, `out_stride` | row 0 of the output |
@@ -38,6 +38,10 @@
 //! relu or relu6), the `n` panels share the row's broadcasts and keep `2 * n` accumulator chains
 //! in flight: a classifier's one row computed a panel at a time waited on the latency of two
 //! chains of `k` FMAs.
+//!
+//! A call with `cols = 16 + t` and contiguous columns (`cols_at` null), no affine and activation
+//! none, relu or relu6, computes with `t <= 8` tiles of 3 rows x 24 columns ([`MR_THREE`]); in
+//! any other case it is the two calls of one panel each.
 //!
 //! Only the `cols` valid columns of the residual and the output are touched (masked loads,
 //! stores and gathers, and per-column stores through `cols_at`), so the kernel reads and writes
@@ -164,6 +168,54 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     if rows <= 0 || cols <= 0 {
         return;
     }
+    let affine = !scale.is_null() && !shift.is_null();
+    if cols > NR as i64 && cols < 2 * NR as i64 {
+        // A full panel and the narrow one after it (see the module documentation).
+        let three = cols <= (NR + NR / 2) as i64 && cols_at.is_null() && !affine;
+        let args = (
+            a,
+            a_stride,
+            a_offsets,
+            panel,
+            k.max(0) as usize,
+            rows,
+            bias,
+            res,
+            res_stride,
+        );
+        let args = (
+            args,
+            out,
+            out_stride,
+            cols as usize,
+            (ahead, ahead_lines.max(0) as usize),
+        );
+        match act {
+            ACT_NONE if three => return three_vectors::<ACT_NONE>(args),
+            ACT_RELU if three => return three_vectors::<ACT_RELU>(args),
+            ACT_RELU6 if three => return three_vectors::<ACT_RELU6>(args),
+            _ => {}
+        }
+        // Otherwise one call per panel. With a column table the row pointers stay at the
+        // group's bases and the second panel's offsets follow the first's.
+        let at = |p: *const f32| if p.is_null() { p } else { p.add(NR) };
+        let next = panel.add(k.max(0) as usize * NR);
+        let (res2, out2, cols_at2) = match cols_at.is_null() {
+            true => (at(res), out.add(NR), cols_at),
+            false => (res, out, cols_at.add(2 * NR)),
+        };
+        #[rustfmt::skip]
+        gemm_avx2_6x16(
+            a, a_stride, a_offsets, panel, k, rows, NR as i64, bias, scale, shift, res, res_stride,
+            out, out_stride, cols_at, act, slope, ahead, ahead_lines,
+        );
+        #[rustfmt::skip]
+        gemm_avx2_6x16(
+            a, a_stride, a_offsets, next, k, rows, cols - NR as i64, at(bias), at(scale), at(shift),
+            res2, res_stride, out2, out_stride, cols_at2, act, slope, std::ptr::null(), 0,
+        );
+        return;
+    }
     if cols > NR as i64 {
         let n = (cols as usize / NR).min(ROW_PANELS);
         let plain = scale.is_null() || shift.is_null();
@@ -235,7 +287,6 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     // last panel of 24 or 40 channels) is computed one vector wide, in taller tiles, when the
     // epilogue is a plain activation (no affine, no leaky slope).
     let unrolled = ep.scatter.is_none() || ep.res.is_null();
-    let affine = !scale.is_null() && !shift.is_null();
     let table = !a_offsets.is_null();
     let res = !ep.res.is_null();
     let half = cols <= 8 && !affine && act != ACT_LEAKY;
@@ -296,6 +347,68 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         _ => rows_of::<2, false, false, ACT_NONE, false, false, false>(
             a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead,
         ),
+    }
+}
+
+/// The arguments of a call of [`three_vectors`]: `(a, a_stride, a_offsets, panel, k, rows, bias,
+/// res, res_stride)`, then the output, its stride, the valid columns and the prefetch of a later
+/// kernel's weights.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::type_complexity)]
+type ThreeArgs = (
+    (
+        *const f32,
+        i64,
+        *const u32,
+        *const f32,
+        usize,
+        i64,
+        *const f32,
+        *const f32,
+        i64,
+    ),
+    *mut f32,
+    i64,
+    usize,
+    (*const f32, usize),
+);
+
+/// A full panel and the narrow panel after it (`17..=24` valid columns, contiguous), with the
+/// plain epilogue `ACT` and no affine, in tiles of three vectors (see [`MR_THREE`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn three_vectors<const ACT: i64>(args: ThreeArgs) {
+    let ((a, a_stride, a_offsets, panel, k, rows, bias, res, res_stride), out, out_stride, cols, ahead) = args;
+    let mut ep = Epilogue {
+        bias,
+        scale: std::ptr::null(),
+        shift: std::ptr::null(),
+        res,
+        res_stride: res_stride as isize,
+        out,
+        out_stride: out_stride as isize,
+        act: ACT,
+        slope: 0.0,
+        mask: None,
+        cols,
+        scatter: None,
+    };
+    let ahead = (ahead.0, ahead.1.min(k));
+    let a_stride = a_stride as isize;
+    macro_rules! go {
+        ($table:literal, $res:literal, $dense:literal) => {
+            rows_of::<3, $table, true, ACT, false, $res, $dense>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead)
+        };
+    }
+    match (!a_offsets.is_null(), !res.is_null(), cols == 3 * 8) {
+        (false, false, false) => go!(false, false, false),
+        (false, false, true) => go!(false, false, true),
+        (false, true, false) => go!(false, true, false),
+        (false, true, true) => go!(false, true, true),
+        (true, false, false) => go!(true, false, false),
+        (true, false, true) => go!(true, false, true),
+        (true, true, false) => go!(true, true, false),
+        (true, true, true) => go!(true, true, true),
     }
 }
 
@@ -371,6 +484,12 @@ pub(super) fn activate<const ACT: i64>(v: __m256, slope: __m256) -> __m256 {
 
 /// Rows of a tile one vector wide: 12 accumulators, as in a full tile.
 const MR_HALF: usize = 12;
+/// Rows of a tile three vectors wide (a full panel and 8 columns of the next): 9 accumulators,
+/// three weight vectors and the broadcasts, one load per FMA and a half, as in a full tile. Split
+/// into a full tile and a one-vector tile, the narrow columns cost a broadcast per FMA: ShuffleNet
+/// v2's 1x1 layers of 116 columns 0.0556 -> 0.0494 ms at 14x14. With 4 rows (12 accumulators,
+/// and all 16 registers) the compiler passed accumulators through moves: twice as slow.
+const MR_THREE: usize = 3;
 
 /// All rows of the call, in as few tiles of at most [`MR`] rows ([`MR_HALF`] when `NV` is 1) as
 /// possible, of heights that differ by at most one (a tile of one or two rows waits on the
@@ -402,7 +521,11 @@ unsafe fn rows_of<
     (ahead, ahead_lines): (*const f32, usize),
 ) {
     let rows = rows.max(0) as usize;
-    let tiles = rows.div_ceil(if NV == 1 { MR_HALF } else { MR });
+    let tiles = rows.div_ceil(match NV {
+        1 => MR_HALF,
+        3 => MR_THREE,
+        _ => MR,
+    });
     if tiles == 0 {
         return;
     }
@@ -419,7 +542,7 @@ unsafe fn rows_of<
     }
     // Tile `i` prefetches lines `i, i + tiles, ...` of the next panel, one every `tiles`
     // k-steps (see the module documentation).
-    let next = panel.wrapping_add(NR * k);
+    let next = panel.wrapping_add(NR * k * if NV == 3 { 2 } else { 1 });
     for i in 0..tiles {
         let height = short + usize::from(i < taller);
         let fetch = Fetch {
@@ -430,6 +553,8 @@ unsafe fn rows_of<
         };
         if NV == 1 {
             heights!(1 2 3 4 5 6 7 8 9 10 11 12)(height, a, ep, fetch);
+        } else if NV == 3 {
+            heights!(1 2 3)(height, a, ep, fetch);
         } else {
             heights!(1 2 3 4 5 6)(height, a, ep, fetch);
         }
@@ -495,7 +620,8 @@ struct Fetch {
     ahead_steps: usize,
 }
 
-/// One tile of `R` rows x 16 columns (8 when `NV` is 1). With `PLAIN` the epilogue is the
+/// One tile of `R` rows x 16 columns (8 when `NV` is 1; 24 when `NV` is 3, the third vector
+/// from the next panel, only with `PLAIN` and contiguous columns). With `PLAIN` the epilogue is the
 /// residual when `RES` (which then is contiguous), the activation `ACT`, then the affine when
 /// `AFFINE`, unrolled with no run-time test but the store's; otherwise the epilogue follows `ep`.
 /// Both compute the same values.
@@ -543,7 +669,8 @@ unsafe fn tile<
         }
         let mut wv = [_mm256_setzero_ps(); NV];
         for (h, x) in wv.iter_mut().enumerate() {
-            *x = _mm256_loadu_ps(w.add(8 * h));
+            // The third vector is the first of the next panel's.
+            *x = _mm256_loadu_ps(w.add(if h < 2 { 8 * h } else { NR * k }));
         }
         let off = if TABLE { *a_offsets.add(kk) as usize } else { 0 };
         for r in 0..R {
@@ -593,7 +720,7 @@ unsafe fn tile<
         return;
     }
     if PLAIN {
-        let full = ep.cols == NR;
+        let full = ep.cols == 8 * NV;
         for (r, acc) in acc.iter().enumerate() {
             let out = ep.out.wrapping_offset(ep.out_stride.wrapping_mul(r as isize));
             let res = ep.res.wrapping_offset(ep.res_stride.wrapping_mul(r as isize));

@@ -93,6 +93,8 @@
 //! columns, and computes it with one zmm per row. The code for items `begin..end` walks their rows
 //! in chunks (sized as above), and per chunk, group and panel makes one call of the
 //! micro-kernel, which computes the chunk's rows of that panel with the epilogue in registers.
+//! On AVX2, a narrow last panel of at most 8 columns, with contiguous columns and a plain
+//! activation, is computed in the call of the full panel before it, in tiles three vectors wide.
 //! A layer of one row whose work is split by panels (a classifier at batch 1, see
 //! `Gemm::by_panels`) hands the AVX2 tile up to [`avx2::ROW_PANELS`] consecutive full panels per
 //! call, computed together: one panel of one row is two chains of `K` dependent FMAs.
@@ -1419,18 +1421,23 @@ impl Gemm {
                     }
                     continue;
                 }
+                // The AVX2 tile takes a narrow last panel of at most 8 columns with the full
+                // panel before it, three vectors wide, when the epilogue is a plain activation.
+                let plain_act = self.post.is_none() && act != avx2::ACT_LEAKY;
+                let joined = wide == Wide::Avx2 && plain_act && full > 0 && tail > 0 && tail <= nr / 2;
+                let singles = full - i64::from(joined);
                 let nr_v = e.int(nr);
-                match full {
+                match singles {
                     0 => {}
                     1 => {
                         let j = e.int(0);
                         call(e, j, nr_v, None);
                     }
-                    _ => e.for_const(0, full, |e, j| call(e, j, nr_v, None)),
+                    _ => e.for_const(0, singles, |e, j| call(e, j, nr_v, None)),
                 }
                 if tail > 0 {
-                    let j = e.int(full);
-                    let cols = e.int(tail);
+                    let j = e.int(singles);
+                    let cols = e.int(tail + if joined { nr } else { 0 });
                     call(e, j, cols, None);
                 }
             }
