@@ -169,35 +169,16 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         return;
     }
     let affine = !scale.is_null() && !shift.is_null();
-    if cols > NR as i64 && cols < 2 * NR as i64 {
-        // A full panel and the narrow one after it (see the module documentation).
-        let three = cols <= (NR + NR / 2) as i64 && cols_at.is_null() && !affine;
-        let args = (
-            a,
-            a_stride,
-            a_offsets,
-            panel,
-            k.max(0) as usize,
-            rows,
-            bias,
-            res,
-            res_stride,
-        );
-        let args = (
-            args,
-            out,
-            out_stride,
-            cols as usize,
-            (ahead, ahead_lines.max(0) as usize),
-        );
-        match act {
-            ACT_NONE if three => return three_vectors::<ACT_NONE>(args),
-            ACT_RELU if three => return three_vectors::<ACT_RELU>(args),
-            ACT_RELU6 if three => return three_vectors::<ACT_RELU6>(args),
-            _ => {}
-        }
-        // Otherwise one call per panel. With a column table the row pointers stay at the
-        // group's bases and the second panel's offsets follow the first's.
+    // A full panel and the narrow one after it (see the module documentation).
+    let joined = cols > NR as i64 && cols < 2 * NR as i64;
+    let three = joined
+        && cols <= (NR + NR / 2) as i64
+        && cols_at.is_null()
+        && !affine
+        && matches!(act, ACT_NONE | ACT_RELU | ACT_RELU6);
+    if joined && !three {
+        // One call per panel. With a column table the row pointers stay at the group's bases
+        // and the second panel's offsets follow the first's.
         let at = |p: *const f32| if p.is_null() { p } else { p.add(NR) };
         let next = panel.add(k.max(0) as usize * NR);
         let (res2, out2, cols_at2) = match cols_at.is_null() {
@@ -216,7 +197,7 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
         );
         return;
     }
-    if cols > NR as i64 {
+    if cols > NR as i64 && !three {
         let n = (cols as usize / NR).min(ROW_PANELS);
         let plain = scale.is_null() || shift.is_null();
         if rows == 1 && a_offsets.is_null() && cols_at.is_null() && plain {
@@ -281,6 +262,13 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     let k = k.max(0) as usize;
     let a_stride = a_stride as isize;
     let ahead = (ahead, ahead_lines.clamp(0, k as i64) as usize);
+    if three {
+        return match act {
+            ACT_NONE => three_vectors::<ACT_NONE>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead),
+            ACT_RELU => three_vectors::<ACT_RELU>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead),
+            _ => three_vectors::<ACT_RELU6>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead),
+        };
+    }
     // Calls whose residual, if any, is not read through an offset table take tiles whose
     // epilogue is resolved at compile time: at small K (16-64) a run-time epilogue of branches
     // per row and half cost as much as the FMAs. A panel of at most 8 valid columns (the narrow
@@ -350,57 +338,27 @@ pub unsafe extern "C" fn gemm_avx2_6x16(
     }
 }
 
-/// The arguments of a call of [`three_vectors`]: `(a, a_stride, a_offsets, panel, k, rows, bias,
-/// res, res_stride)`, then the output, its stride, the valid columns and the prefetch of a later
-/// kernel's weights.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::type_complexity)]
-type ThreeArgs = (
-    (
-        *const f32,
-        i64,
-        *const u32,
-        *const f32,
-        usize,
-        i64,
-        *const f32,
-        *const f32,
-        i64,
-    ),
-    *mut f32,
-    i64,
-    usize,
-    (*const f32, usize),
-);
-
 /// A full panel and the narrow panel after it (`17..=24` valid columns, contiguous), with the
 /// plain epilogue `ACT` and no affine, in tiles of three vectors (see [`MR_THREE`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn three_vectors<const ACT: i64>(args: ThreeArgs) {
-    let ((a, a_stride, a_offsets, panel, k, rows, bias, res, res_stride), out, out_stride, cols, ahead) = args;
-    let mut ep = Epilogue {
-        bias,
-        scale: std::ptr::null(),
-        shift: std::ptr::null(),
-        res,
-        res_stride: res_stride as isize,
-        out,
-        out_stride: out_stride as isize,
-        act: ACT,
-        slope: 0.0,
-        mask: None,
-        cols,
-        scatter: None,
-    };
-    let ahead = (ahead.0, ahead.1.min(k));
-    let a_stride = a_stride as isize;
+#[allow(clippy::too_many_arguments)]
+unsafe fn three_vectors<const ACT: i64>(
+    a: *const f32,
+    a_stride: isize,
+    a_offsets: *const u32,
+    panel: *const f32,
+    k: usize,
+    rows: i64,
+    ep: &mut Epilogue,
+    ahead: (*const f32, usize),
+) {
     macro_rules! go {
         ($table:literal, $res:literal, $dense:literal) => {
-            rows_of::<3, $table, true, ACT, false, $res, $dense>(a, a_stride, a_offsets, panel, k, rows, &mut ep, ahead)
+            rows_of::<3, $table, true, ACT, false, $res, $dense>(a, a_stride, a_offsets, panel, k, rows, ep, ahead)
         };
     }
-    match (!a_offsets.is_null(), !res.is_null(), cols == 3 * 8) {
+    match (!a_offsets.is_null(), !ep.res.is_null(), ep.cols == 3 * 8) {
         (false, false, false) => go!(false, false, false),
         (false, false, true) => go!(false, false, true),
         (false, true, false) => go!(false, true, false),
