@@ -50,4 +50,6 @@ pub static ALL: &[&HostFn] = &[
     &kernels::depthwise_wide::AVX2,
     &kernels::pool_wide::AVX2,
     &kernels::winograd::AVX2,
+    &kernels::conv_pool::MAXPOOL_RING,
+    &kernels::pool_wide::RING_AVX2,
 ];

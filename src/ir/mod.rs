@@ -77,8 +77,8 @@ pub struct FoldedBn {
 }
 
 /// Work folded into a node's kernel, applied in this order:
-/// `out = act(op(x) + residual) * post.scale + post.shift`, where `op` has `bn` folded into its
-/// weights and bias.
+/// `out = pool(act(op(x) + residual) * post.scale + post.shift)`, where `op` has `bn` folded into
+/// its weights and bias.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Fused {
     /// A batchnorm right after a conv or dense layer, folded into its weights and bias.
@@ -88,6 +88,9 @@ pub struct Fused {
     pub act: Option<op::Activation>,
     /// A batchnorm after the activation, applied as a per-channel scale and shift.
     pub post_bn: Option<FoldedBn>,
+    /// A max pooling of the result, after everything above: the node's shape is the pooling's
+    /// output (a convolution's stem and the max pooling after it, see `passes::fuse`).
+    pub pool: Option<op::Pool>,
 }
 
 impl Fused {

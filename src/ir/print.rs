@@ -1,9 +1,9 @@
 //! The deterministic text form of a graph: a header with the hyperparameters, then one line per
 //! node in topological order, `name: shape = op(inputs) attrs`, then what the fusion passes
-//! folded into it (`+bn=NAME +residual +relu6 +post_bn=NAME`), where the placement put it
-//! (`-> gemm b3[0..96]`: the kernel or `view`, the buffer, the channel slots), the node's cost when
-//! the cost pass has run, and the outputs last. After memory planning, the buffers are listed
-//! with their arena offsets. Snapshot tests hold this text.
+//! folded into it (`+bn=NAME +residual +relu6 +post_bn=NAME +maxpool(kernel=3x3 ...)`), where the
+//! placement put it (`-> gemm b3[0..96]`: the kernel or `view`, the buffer, the channel slots),
+//! the node's cost when the cost pass has run, and the outputs last. After memory planning, the
+//! buffers are listed with their arena offsets. Snapshot tests hold this text.
 
 use super::{Fused, Graph, Place, Runs};
 use std::fmt::Write;
@@ -22,6 +22,9 @@ fn fused(f: &Fused) -> String {
     }
     if let Some(bn) = &f.post_bn {
         let _ = write!(s, " +post_bn={}", bn.name);
+    }
+    if let Some(p) = &f.pool {
+        let _ = write!(s, " +maxpool({})", super::op::Op::Pool(p.clone()).attrs());
     }
     s
 }

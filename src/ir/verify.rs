@@ -1,8 +1,8 @@
 //! The graph invariants, checked after elaboration and after every pass:
 //! acyclic; every node's input ports are exactly `0..n` with `n` allowed by its op; every node's
-//! shape is what its op's shape rule gives for its inputs; a fused residual has the node's
-//! shape; names are unique and non-empty; inputs are `Input` nodes and outputs exist. A violation
-//! is a compiler bug, reported with the node's name.
+//! shape is what its op's shape rule gives for its inputs (then its fused pooling's); a fused
+//! residual has the node's shape; names are unique and non-empty; inputs are `Input` nodes and
+//! outputs exist. A violation is a compiler bug, reported with the node's name.
 
 use super::op::{Arity, Op};
 use super::{shape, Graph};
@@ -86,7 +86,11 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             .into_iter()
             .map(|i| &graph.node(i).shape)
             .collect();
-        let expected = shape::infer(&node.op, &inputs).map_err(|e| format!("`{}`: {e}", node.name))?;
+        let mut expected = shape::infer(&node.op, &inputs).map_err(|e| format!("`{}`: {e}", node.name))?;
+        if let Some(p) = &node.fused.pool {
+            let pool = Op::Pool(p.clone());
+            expected = shape::infer(&pool, &[&expected]).map_err(|e| format!("`{}`: {e}", node.name))?;
+        }
         if expected != node.shape {
             return Err(format!(
                 "`{}` has shape {}, its op gives {}",

@@ -8,13 +8,19 @@
 //!   following activation can still join.
 //! - A batchnorm after an activation or a residual (one that `fold_bn` could not fold into
 //!   weights) joins as a per-channel scale and shift after the activation ([`Fused::post_bn`]).
+//! - A max pooling after a dense convolution that runs on the window kernels (a stem: ShuffleNet's
+//!   and SqueezeNet's) joins it ([`Fused::pool`]) when the rows its windows span fit a small ring
+//!   (`codegen::kernels::conv_pool`): the kernel pools each group of convolution rows while they
+//!   are in L1, and the convolution's full output, the network's largest tensor there, is never
+//!   written. Nothing joins a node after its pooling.
 //!
 //! A producer only takes work when the fused node is its one user and its result is not a graph
 //! output, so no other consumer ever sees the unfused value.
 
-use super::Pass;
-use crate::ir::op::Op;
-use crate::ir::{FoldedBn, Graph, NodeId};
+use super::{place, Pass};
+use crate::codegen::kernels::conv_pool;
+use crate::ir::op::{Op, Pool, PoolKind};
+use crate::ir::{FoldedBn, Graph, Kernel, NodeId};
 
 pub struct Fuse;
 
@@ -62,11 +68,24 @@ impl Pass for Fuse {
                     graph.replace_uses(ix, conv);
                     graph.remove(ix);
                 }
+                Op::Pool(pool) if pool.kind == PoolKind::Max => {
+                    let input = graph.inputs_of(ix)[0];
+                    if !takes_pool(graph, input, ix, &pool) {
+                        continue;
+                    }
+                    let shape = graph.node(ix).shape.clone();
+                    let conv = graph.node_mut(input);
+                    conv.fused.pool = Some(pool);
+                    conv.shape = shape;
+                    graph.replace_uses(ix, input);
+                    graph.remove(ix);
+                }
                 Op::BatchNorm { eps } => {
                     let input = graph.inputs_of(ix)[0];
                     let p = graph.node(input);
                     let fits = matches!(p.op, Op::Conv(_) | Op::Dense { .. })
                         && p.fused.post_bn.is_none()
+                        && p.fused.pool.is_none()
                         && (p.fused.act.is_some() || p.fused.residual)
                         && only_user(graph, input, ix);
                     if !fits {
@@ -93,7 +112,7 @@ fn only_user(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
 fn takes_act(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
     let n = graph.node(ix);
     let kind = matches!(n.op, Op::Conv(_) | Op::Dense { .. } | Op::Pool(_) | Op::GlobalPool(_));
-    kind && n.fused.act.is_none() && n.fused.post_bn.is_none() && only_user(graph, ix, user)
+    kind && n.fused.act.is_none() && n.fused.post_bn.is_none() && n.fused.pool.is_none() && only_user(graph, ix, user)
 }
 
 /// Whether `ix` can add a residual for its only user `user`.
@@ -103,5 +122,21 @@ fn takes_residual(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
         && !n.fused.residual
         && n.fused.act.is_none()
         && n.fused.post_bn.is_none()
+        && n.fused.pool.is_none()
         && only_user(graph, ix, user)
+}
+
+/// Whether convolution `ix` can pool its result for its only user, max pooling `user`: a dense
+/// convolution on the window kernels with no residual (which has the convolution's shape), whose
+/// pooling windows' rows fit the kernel's ring.
+fn takes_pool(graph: &Graph, ix: NodeId, user: NodeId, pool: &Pool) -> bool {
+    let n = graph.node(ix);
+    let Op::Conv(c) = &n.op else {
+        return false;
+    };
+    if n.fused.residual || n.fused.pool.is_some() || !only_user(graph, ix, user) || n.shape.0.len() != 4 {
+        return false;
+    }
+    let input = &graph.node(graph.op_inputs_of(ix)[0]).shape.0;
+    place::conv_kernel(c, input, &n.shape.0) == Kernel::Direct && conv_pool::fits(pool, n.shape.0[3], n.shape.0[1])
 }

@@ -73,9 +73,10 @@ fn channels(graph: &Graph, ix: NodeId) -> usize {
     graph.node(ix).shape.0[1]
 }
 
-/// Whether `ix` feeds only `user`, is not a graph output, and adds no residual.
+/// Whether `ix` feeds only `user`, is not a graph output, and adds no residual and no pooling.
 fn inner(graph: &Graph, ix: NodeId, user: NodeId) -> bool {
-    graph.users_of(ix) == [user] && !graph.outputs.contains(&ix) && !graph.node(ix).fused.residual
+    let fused = &graph.node(ix).fused;
+    graph.users_of(ix) == [user] && !graph.outputs.contains(&ix) && !fused.residual && fused.pool.is_none()
 }
 
 /// Whether dense convolution `c` (node `ix`) can lead a block: its rows are computed by the

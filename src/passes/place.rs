@@ -31,7 +31,8 @@
 
 use super::Pass;
 use crate::codegen::layout::Buf;
-use crate::ir::op::{Hw, Op, Pad};
+use crate::ir::op::{Conv, Hw, Op, Pad};
+use crate::ir::shape::{self, Shape};
 use crate::ir::{Buffer, Graph, Kernel, NodeId, Place, Runs};
 use std::collections::{HashMap, HashSet};
 
@@ -71,25 +72,7 @@ pub fn runs(graph: &Graph, ix: NodeId) -> Runs {
             }
             Kernel::Gather
         }
-        Op::Conv(c) => {
-            let in_c = input()[1];
-            let pointwise = c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default();
-            let (input_buf, out_buf) = (Buf::dense(0, input()), Buf::dense(0, &node.shape.0));
-            let border_ok = || crate::codegen::kernels::window::fits(c, &input_buf, &out_buf);
-            if c.groups == in_c && c.out_channels == in_c {
-                if border_ok() {
-                    Kernel::Depthwise
-                } else {
-                    Kernel::Conv
-                }
-            } else if pointwise {
-                Kernel::Gemm
-            } else if c.groups == 1 && border_ok() {
-                Kernel::Direct
-            } else {
-                Kernel::Conv
-            }
-        }
+        Op::Conv(c) => conv_kernel(c, input(), &conv_shape(graph, ix).0),
         Op::Dense { .. } => Kernel::Gemm,
         Op::Pool(_) => Kernel::Pool,
         Op::GlobalPool(_) => Kernel::GlobalPool,
@@ -99,6 +82,38 @@ pub fn runs(graph: &Graph, ix: NodeId) -> Runs {
         Op::Softmax => Kernel::Softmax,
         Op::Block(_) => Kernel::Block,
     })
+}
+
+/// The shape of convolution `ix`'s own result: its node's shape, or with a fused pooling (see
+/// `fuse`), what the pooling reads.
+pub fn conv_shape(graph: &Graph, ix: NodeId) -> Shape {
+    let node = graph.node(ix);
+    let input = &graph.node(graph.op_inputs_of(ix)[0]).shape;
+    match node.fused.pool {
+        Some(_) => shape::infer(&node.op, &[input]).unwrap_or_else(|_| node.shape.clone()),
+        None => node.shape.clone(),
+    }
+}
+
+/// The kernel of convolution `c` from `input` to `out` (NCHW shapes).
+pub fn conv_kernel(c: &Conv, input: &[usize], out: &[usize]) -> Kernel {
+    let in_c = input[1];
+    let pointwise = c.kernel == Hw(1, 1) && c.stride == Hw(1, 1) && c.pad == Pad::default();
+    let (input_buf, out_buf) = (Buf::dense(0, input), Buf::dense(0, out));
+    let border_ok = || crate::codegen::kernels::window::fits(c, &input_buf, &out_buf);
+    if c.groups == in_c && c.out_channels == in_c {
+        if border_ok() {
+            Kernel::Depthwise
+        } else {
+            Kernel::Conv
+        }
+    } else if pointwise {
+        Kernel::Gemm
+    } else if c.groups == 1 && border_ok() {
+        Kernel::Direct
+    } else {
+        Kernel::Conv
+    }
 }
 
 /// What a kernel needs of the channel slots of the tensors it reads.
@@ -304,6 +319,11 @@ impl<'g> Placer<'g> {
                 if let Op::Block(b) = &node.op {
                     let input = self.shape(graph.op_inputs_of(ix)[0]);
                     let len = crate::codegen::kernels::block::Geometry::of(b, input, node.fused.residual).scratch_len();
+                    place.scratch = Some(self.new_buffer(ix, 1, len));
+                }
+                if let Some(pool) = &node.fused.pool {
+                    let (w, c) = (conv_shape(graph, ix).0[3], node.shape.0[1]);
+                    let len = crate::codegen::kernels::conv_pool::scratch_len(pool, w, c);
                     place.scratch = Some(self.new_buffer(ix, 1, len));
                 }
                 place

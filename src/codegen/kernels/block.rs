@@ -696,7 +696,10 @@ impl FusedBlock {
                 e,
                 valid,
                 |e| match dense {
-                    DenseStage::Wide(k) => k.emit_row(e, image, r, dst),
+                    DenseStage::Wide(k) => {
+                        let n = e.int(image);
+                        k.emit_row(e, n, r, dst);
+                    }
                     DenseStage::Baseline(k) => {
                         let n = e.int(image);
                         k.emit_row(e, never, n, r, dst);

@@ -353,14 +353,18 @@ impl DirectWide {
 }
 
 impl DirectWide {
-    /// Emits a call computing output row `y` (a run-time value inside the output) of image
-    /// `image` at byte address `out_row`, reading the input from the arena: what a fused block's
-    /// dense first stage computes into its ring. The kernel must have no residual.
-    pub fn emit_row(&self, e: &mut Emit, image: i64, y: Value, out_row: Value) {
+    /// Emits a call computing output row `y` of image `image` (run-time values inside the
+    /// output) at byte address `out_row`, reading the input from the arena: what a fused block's
+    /// dense first stage computes into its ring, and a fused pooling's rows. The kernel must have
+    /// no residual.
+    pub fn emit_row(&self, e: &mut Emit, image: Value, y: Value, out_row: Value) {
         assert!(self.residual.is_none(), "a row into a ring has no residual");
         let f = e.host(self.wide.host);
-        let bytes = (image * (self.input.h * self.input.w * self.input.stride) as i64 + self.input.offset as i64) * 4;
-        let input_at = e.b.ins().iadd_imm_s(e.arena, bytes);
+        let at =
+            e.b.ins()
+                .imul_imm_s(image, (self.input.h * self.input.w * self.input.stride * 4) as i64);
+        let input_at = e.b.ins().iadd(e.arena, at);
+        let input_at = e.b.ins().iadd_imm_s(input_at, self.input.offset as i64 * 4);
         let geometry = e.b.ins().iadd_imm_s(e.weights, self.geometry as i64 * 4);
         let (weights, residual) = (e.weights, e.int(0));
         e.b.ins().call(f, &[geometry, weights, input_at, y, out_row, residual]);

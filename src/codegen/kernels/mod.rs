@@ -28,6 +28,7 @@ pub mod avx2;
 pub mod avx512;
 pub mod block;
 pub mod conv;
+pub mod conv_pool;
 pub mod depthwise;
 pub mod depthwise_wide;
 pub mod direct;
@@ -181,6 +182,38 @@ pub fn lower(graph: &Graph, ix: NodeId, weights: &Weights, pack: &mut Packer, is
                 residual: residual_port.map(|p| ranged(p).0),
             };
             let (w, b, post) = (&layer.weight, layer.bias.as_deref(), post(&layer));
+            if let (Some(pool), Family::Direct) = (&node.fused.pool, kind) {
+                // Rows of the convolution into a ring, pooled from there (see `conv_pool`).
+                let conv = crate::passes::place::conv_shape(graph, ix).0;
+                let (h, w_px) = (conv[2], conv[3]);
+                let row = Buf {
+                    offset: 0,
+                    n: 1,
+                    h: 1,
+                    w: w_px,
+                    c: out.c,
+                    stride: out.c,
+                };
+                let rows = if isa.wide() {
+                    let level = isa.direct_level(c.out_channels);
+                    conv_pool::Rows::Wide(direct_wide::DirectWide::new(
+                        c, input, row, w, b, epilogue, post, pack, level,
+                    ))
+                } else {
+                    conv_pool::Rows::Baseline(direct::Direct::new(c, input, row, w, b, epilogue, post, pack))
+                };
+                let scratch = place.scratch.expect("a fused pooling has a scratch buffer");
+                let scratch = graph.buffers[scratch].offset.expect("the graph is planned");
+                kernels.push(Box::new(conv_pool::ConvPool::new(
+                    rows,
+                    (h, w_px),
+                    pool,
+                    out,
+                    scratch,
+                    pack,
+                )));
+                return kernels;
+            }
             match kind {
                 Family::Depthwise => depthwise(isa, c, input, out, w, b, epilogue, post, pack),
                 Family::Direct if winograd::Winograd::supports(c, &input, &out, &epilogue, isa) => {

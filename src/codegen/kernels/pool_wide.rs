@@ -36,7 +36,7 @@
 use super::direct_wide::{act_code, call_rows, pack_words};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
-use crate::codegen::host::HostFn;
+use crate::codegen::host::{HostFn, Ty};
 use crate::codegen::layout::Buf;
 use crate::codegen::Level;
 use crate::ir::op::{Activation, Hw, Pad, Pool, PoolKind};
@@ -105,6 +105,22 @@ row_host_fn!(
     Level::Avx2,
     x86::row
 );
+
+/// The ring row function of a fused max pooling, `extern "C" fn(geometry, ring, y, out)`: output
+/// row `y` from the input rows of its window, row `iy` at ring row `iy mod kh` (see `conv_pool.rs`;
+/// the geometry is a [`PoolWide`]'s, over the convolution's output).
+pub static RING_AVX2: HostFn = HostFn {
+    symbol: "netc_pool_ring_avx2",
+    params: &[Ty::Ptr, Ty::Ptr, Ty::I64, Ty::Ptr],
+    returns: &[],
+    address: || {
+        #[cfg(target_arch = "x86_64")]
+        if crate::codegen::Level::cpu() >= Level::Avx2 {
+            return Some(x86::ring_row as *const u8);
+        }
+        None
+    },
+};
 
 pub struct PoolWide {
     input: Buf,
@@ -179,6 +195,13 @@ impl PoolWide {
     }
 }
 
+impl PoolWide {
+    /// The packed geometry, for [`RING_AVX2`].
+    pub fn geometry(&self) -> usize {
+        self.geometry
+    }
+}
+
 impl Kernel for PoolWide {
     fn items(&self) -> usize {
         self.out.n * self.out.h
@@ -220,24 +243,40 @@ mod x86 {
         _residual: *const f32,
     ) {
         let g = std::ptr::read_unaligned(geometry as *const PoolGeometry);
+        let row_len = g.in_w * g.in_stride;
+        let row = |iy: i64| input.add((iy * row_len) as usize);
         if g.max != 0 {
-            pixels::<true>(&g, input, y, out);
+            pixels::<true>(&g, y, out, row);
         } else {
-            pixels::<false>(&g, input, y, out);
+            pixels::<false>(&g, y, out, row);
         }
     }
 
-    /// Every output pixel of row `y`; `MAX`: max pooling, else average pooling.
+    /// The ring row function of a fused max pooling (see `conv_pool.rs` and [`super::RING_AVX2`]).
+    ///
+    /// # Safety
+    ///
+    /// The CPU runs AVX2 and FMA; `ring` holds `kh` rows of `in_w * in_stride` floats, input row
+    /// `iy` of the window of output row `y` at ring row `iy mod kh`; `out` is output row `y`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn pixels<const MAX: bool>(g: &PoolGeometry, input: *const f32, y: i64, out: *mut f32) {
+    pub unsafe extern "C" fn ring_row(geometry: *const f32, ring: *const f32, y: i64, out: *mut f32) {
+        let g = std::ptr::read_unaligned(geometry as *const PoolGeometry);
         let row_len = g.in_w * g.in_stride;
+        let kh = g.kh.clamp(1, MAX_KH as i64);
+        pixels::<true>(&g, y, out, |iy| ring.add(((iy % kh) * row_len) as usize));
+    }
+
+    /// Every output pixel of row `y`, input row `iy` at `row(iy)`; `MAX`: max pooling, else
+    /// average pooling.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pixels<const MAX: bool>(g: &PoolGeometry, y: i64, out: *mut f32, row: impl Fn(i64) -> *const f32) {
         let iy0 = y * g.sh - g.pad_top;
         // The window's rows inside the input.
         let mut rows = [std::ptr::null::<f32>(); MAX_KH];
         let mut len = 0;
         for iy in iy0..iy0 + g.kh.clamp(0, MAX_KH as i64) {
             if (0..g.in_h).contains(&iy) {
-                rows[len] = input.add((iy * row_len) as usize);
+                rows[len] = row(iy);
                 len += 1;
             }
         }
