@@ -3,7 +3,8 @@
 //! into a small ring and pooled from there, so it is never written in full.
 //!
 //! ```text
-//! ConvPool::new(conv: Rows, pool: &Pool, out: Buf, scratch: usize, pack: &mut Packer) -> ConvPool
+//! ConvPool::new(conv: Rows, (conv_h, conv_w): (usize, usize), pool: &Pool, out: Buf,
+//!               scratch: usize, pack: &mut Packer) -> ConvPool
 //! ```
 //!
 //! `conv` computes one row of the convolution (with its bias, activation and affine) into a
@@ -67,8 +68,8 @@ pub fn scratch_len(pool: &Pool, conv_w: usize, c: usize) -> usize {
 }
 
 /// Whether a convolution output `conv_w` pixels wide with `c` channels can be pooled by `pool`
-/// through a ring: a window of at least one row and column and a ring of at most
-/// [`MAX_RING_BYTES`].
+/// through a ring: a window of one to `pool_wide::MAX_KH` rows (the most the ring row functions
+/// take) and at least one column, and a ring of at most [`MAX_RING_BYTES`].
 pub fn fits(pool: &Pool, conv_w: usize, c: usize) -> bool {
     let (kh, kw) = (pool.kernel.0, pool.kernel.1);
     let bytes = kh.saturating_mul(conv_w).saturating_mul(c).saturating_mul(4);
