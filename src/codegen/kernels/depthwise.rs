@@ -51,7 +51,8 @@
 //! with the vectorized dense convolution in `direct.rs`.
 
 use super::window::{
-    at, barrier, finish, interior, mem, opaque_false, pack_post, pin, pixel_row, row_pointers, zero_of, Epilogue,
+    at, barrier, finish, interior, mem, opaque_false, pack_bias, pack_post, pin, pixel_row, row_pointers, zero_of,
+    Epilogue,
 };
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
@@ -128,11 +129,7 @@ impl Depthwise {
         epilogue.check(&out);
         let cp = padded(ch);
         let weights = pack.push(&pack_taps(weight, ch, c.kernel, cp));
-        let bias = bias.map(|b| {
-            let mut v = b.to_vec();
-            v.resize(cp, 0.0);
-            pack.push(&v)
-        });
+        let bias = pack_bias(bias, ch, cp, pack);
         let post = pack_post(post, ch, cp, pack);
         let mut k = Depthwise {
             input,

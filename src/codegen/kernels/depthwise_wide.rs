@@ -48,7 +48,7 @@
 
 use super::depthwise::pack_taps;
 use super::direct_wide::{call_rows, Geometry};
-use super::window::{pack_post, Epilogue};
+use super::window::Epilogue;
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
 use crate::codegen::host::HostFn;
@@ -164,21 +164,10 @@ impl DepthwiseWide {
         epilogue.check(&out);
         let cp = ch.div_ceil(LANES) * LANES;
         let weights = pack.push(&pack_taps(weight, ch, c.kernel, cp));
-        let bias = bias.map(|b| {
-            let mut v = b[..ch].to_vec();
-            v.resize(cp, 0.0);
-            pack.push(&v)
-        });
-        let post_at = pack_post(post, ch, cp, pack);
-        let offset = |o: Option<usize>| o.map_or(-1, |o| o as i64);
         let g = Geometry {
-            weights: weights as i64,
-            bias: offset(bias),
-            post: offset(post_at),
-            post_stride: cp as i64,
             zero: -1,
             ring,
-            ..Geometry::of(c, &input, &out, &epilogue)
+            ..Geometry::of(c, &input, &out, &epilogue).with_params(weights, bias, post, cp, pack)
         };
         DepthwiseWide {
             input,

@@ -26,7 +26,9 @@
 //! block computes its padded lanes from zeros and stores only the real ones. The bias is packed
 //! `[Cout rounded up to 8]`, the post affine `[scale; Cout rounded up][shift; Cout rounded up]`.
 
-use super::window::{at, barrier, finish, interior, mem, opaque_false, pack_post, pixel_row, row_pointers, Epilogue};
+use super::window::{
+    at, barrier, finish, interior, mem, opaque_false, pack_bias, pack_post, pixel_row, row_pointers, Epilogue,
+};
 use super::{Kernel, Packer};
 use crate::codegen::emit::{Emit, F32, F32X4};
 use crate::codegen::layout::Buf;
@@ -95,11 +97,7 @@ impl Direct {
             }
         }
         let weights = pack.push(&packed);
-        let bias = bias.map(|v| {
-            let mut v = v.to_vec();
-            v.resize(blocks * BLOCK, 0.0);
-            pack.push(&v)
-        });
+        let bias = pack_bias(bias, cout, blocks * BLOCK, pack);
         let post = pack_post(post, cout, blocks * BLOCK, pack);
         let zero = pack.push(&vec![0.0; (input.w * input.stride).max(1)]);
         Direct {

@@ -54,7 +54,7 @@
 //! `input` at pixel `(n, 0, 0)` of the input at its first channel, `out` at pixel `(n, y, 0)` of
 //! the output, `residual` at pixel `(n, y, 0)` of the residual or null.
 
-use super::window::{pack_post, pixel_row, Epilogue};
+use super::window::{pack_bias, pack_post, pixel_row, Epilogue};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
 use crate::codegen::host::{HostFn, Ty};
@@ -166,6 +166,28 @@ impl Geometry {
             act,
             slope: i64::from(slope.to_bits()),
             ..Geometry::default()
+        }
+    }
+
+    /// The geometry with its parameters: the weights at element `weights` of the packed data, and
+    /// the bias and the post affine packed here, one value per output channel zero padded to
+    /// `padded` (`-1` for an absent part).
+    pub(super) fn with_params(
+        self,
+        weights: usize,
+        bias: Option<&[f32]>,
+        post: Option<(&[f32], &[f32])>,
+        padded: usize,
+        pack: &mut Packer,
+    ) -> Geometry {
+        let channels = self.cout as usize;
+        let offset = |o: Option<usize>| o.map_or(-1, |o| o as i64);
+        Geometry {
+            weights: weights as i64,
+            bias: offset(pack_bias(bias, channels, padded, pack)),
+            post: offset(pack_post(post, channels, padded, pack)),
+            post_stride: padded as i64,
+            ..self
         }
     }
 
@@ -324,22 +346,9 @@ impl DirectWide {
             c0 += channels;
         }
         let weights = pack.push(&packed);
-        let bias = bias.map(|v| {
-            let mut v = v[..cout].to_vec();
-            v.resize(padded, 0.0);
-            pack.push(&v)
-        });
-        let post_at = pack_post(post, cout, padded, pack);
+        let g = Geometry::of(c, &input, &out, &epilogue).with_params(weights, bias, post, padded, pack);
         let zero = pack.push(&vec![0.0; cin.max(1)]);
-        let offset = |o: Option<usize>| o.map_or(-1, |o| o as i64);
-        let g = Geometry {
-            weights: weights as i64,
-            bias: offset(bias),
-            post: offset(post_at),
-            post_stride: padded as i64,
-            zero: zero as i64,
-            ..Geometry::of(c, &input, &out, &epilogue)
-        };
+        let g = Geometry { zero: zero as i64, ..g };
         let geometry = pack.push(&g.words());
         DirectWide {
             input,

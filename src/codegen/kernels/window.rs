@@ -40,6 +40,15 @@ impl Epilogue {
     }
 }
 
+/// Packs a bias of `channels` values, zero padded to `padded`, and returns its offset.
+pub(crate) fn pack_bias(bias: Option<&[f32]>, channels: usize, padded: usize, pack: &mut Packer) -> Option<usize> {
+    bias.map(|b| {
+        let mut v = b[..channels].to_vec();
+        v.resize(padded, 0.0);
+        pack.push(&v)
+    })
+}
+
 /// Packs a post-activation affine as `[scale; padded][shift; padded]`, zero padded, and returns
 /// the offset of the scales (the shifts follow `padded` elements later).
 pub(crate) fn pack_post(

@@ -41,7 +41,7 @@
 //! with `y` the row of tiles and `input`, `out` at pixel `(n, 0, 0)` of the image.
 
 use super::direct_wide::Geometry;
-use super::window::{pack_post, Epilogue};
+use super::window::Epilogue;
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
 use crate::codegen::host::HostFn;
@@ -128,20 +128,7 @@ impl Winograd {
         }
         let padded = cout.div_ceil(BLOCK) * BLOCK;
         let weights = pack.push(&packed);
-        let bias = bias.map(|v| {
-            let mut v = v[..cout].to_vec();
-            v.resize(padded, 0.0);
-            pack.push(&v)
-        });
-        let post_at = pack_post(post, cout, padded, pack);
-        let offset = |o: Option<usize>| o.map_or(-1, |o| o as i64);
-        let g = Geometry {
-            weights: weights as i64,
-            bias: offset(bias),
-            post: offset(post_at),
-            post_stride: padded as i64,
-            ..Geometry::of(c, &input, &out, &epilogue)
-        };
+        let g = Geometry::of(c, &input, &out, &epilogue).with_params(weights, bias, post, padded, pack);
         let geometry = pack.push(&g.words());
         Winograd { input, out, geometry }
     }
