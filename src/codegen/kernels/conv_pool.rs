@@ -40,8 +40,8 @@
 //! The planned arenas shrink by a third to a half (SqueezeNet v1.1 3.75 -> 1.83 MiB).
 
 use super::direct::Direct;
-use super::direct_wide::{pack_words, DirectWide};
-use super::pool_wide::{self, PoolWide};
+use super::direct_wide::DirectWide;
+use super::pool_wide::{self, PoolGeometry};
 use super::window::{opaque_false, pixel_row};
 use super::{Kernel, Packer};
 use crate::codegen::emit::Emit;
@@ -102,43 +102,6 @@ impl Rows {
     }
 }
 
-/// What [`MAXPOOL_RING`] needs to know, packed with the weights as `i64` words.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct RingGeometry {
-    /// Rows of the convolution output.
-    conv_h: i64,
-    conv_w: i64,
-    c: i64,
-    kh: i64,
-    kw: i64,
-    sh: i64,
-    sw: i64,
-    pad_top: i64,
-    pad_left: i64,
-    out_w: i64,
-    /// Elements between consecutive output pixels.
-    out_stride: i64,
-}
-
-impl RingGeometry {
-    fn words(&self) -> Vec<f32> {
-        pack_words(&[
-            self.conv_h,
-            self.conv_w,
-            self.c,
-            self.kh,
-            self.kw,
-            self.sh,
-            self.sw,
-            self.pad_top,
-            self.pad_left,
-            self.out_w,
-            self.out_stride,
-        ])
-    }
-}
-
 /// `extern "C" fn(geometry, ring, p, out)`: pools output row `p` (of one image) at `out` from the
 /// convolution rows of its window, row `r` at ring row `r mod kh`.
 pub static MAXPOOL_RING: HostFn = HostFn {
@@ -152,18 +115,18 @@ pub static MAXPOOL_RING: HostFn = HostFn {
 ///
 /// # Safety
 ///
-/// `geometry` points at a packed [`RingGeometry`]; `ring` holds `kh` rows of `conv_w * c`
-/// floats, the window's rows of output row `p` among them; `out` covers `out_w` pixels at
-/// `out_stride` with `c` channels each.
+/// `geometry` points at a packed [`PoolGeometry`] over the convolution's output (dense rows);
+/// `ring` holds `kh` rows of `in_w * c` floats, the window's rows of output row `p` among them;
+/// `out` covers `out_w` pixels at `out_stride` with `c` channels each.
 unsafe extern "C" fn maxpool_ring(geometry: *const i64, ring: *const f32, p: i64, out: *mut f32) {
-    let g = &*(geometry as *const RingGeometry);
-    let (c, conv_w) = (g.c.max(0) as usize, g.conv_w.max(0) as usize);
+    let g = std::ptr::read_unaligned(geometry as *const PoolGeometry);
+    let c = g.c.max(0) as usize;
     let top = p * g.sh - g.pad_top;
-    let rows = top.max(0)..(top + g.kh).min(g.conv_h);
-    let row_len = conv_w * c;
+    let rows = top.max(0)..(top + g.kh).min(g.in_h);
+    let row_len = g.in_w.max(0) as usize * c;
     for x in 0..g.out_w.max(0) {
         let left = x * g.sw - g.pad_left;
-        let cols = left.max(0)..(left + g.kw).min(g.conv_w);
+        let cols = left.max(0)..(left + g.kw).min(g.in_w);
         let dst = std::slice::from_raw_parts_mut(out.add(x as usize * g.out_stride as usize), c);
         dst.fill(f32::NEG_INFINITY);
         for r in rows.clone() {
@@ -187,9 +150,8 @@ pub struct ConvPool {
     ring: usize,
     /// Element offset of the scratch buffer in the arena.
     scratch: usize,
-    /// The pooling's row function over a ring and its packed geometry: on AVX2,
-    /// [`pool_wide::RING_AVX2`] with a [`PoolWide`]'s geometry, else [`MAXPOOL_RING`] with a
-    /// [`RingGeometry`].
+    /// The pooling's row function over a ring ([`pool_wide::RING_AVX2`] with the wide row
+    /// function, else [`MAXPOOL_RING`]) and its packed [`PoolGeometry`].
     pooling: (&'static HostFn, usize),
     /// Pooling window height and stride, top padding.
     kh: usize,
@@ -211,44 +173,19 @@ impl ConvPool {
         pack: &mut Packer,
     ) -> ConvPool {
         assert!(fits(pool, conv_w, out.c), "the pooling window does not fit a ring");
-        if let Rows::Wide(_) = conv {
-            let image = Buf {
-                offset: 0,
-                n: 1,
-                h: conv_h,
-                w: conv_w,
-                c: out.c,
-                stride: out.c,
-            };
-            let rows = PoolWide::new(pool, image, Buf { n: 1, ..out }, None, pack);
-            let pooling = (&pool_wide::RING_AVX2, rows.geometry());
-            return ConvPool::with(conv, (conv_h, conv_w), pool, out, scratch, pooling);
-        }
-        let g = RingGeometry {
-            conv_h: conv_h as i64,
-            conv_w: conv_w as i64,
-            c: out.c as i64,
-            kh: pool.kernel.0 as i64,
-            kw: pool.kernel.1 as i64,
-            sh: pool.stride.0 as i64,
-            sw: pool.stride.1 as i64,
-            pad_top: pool.pad.top as i64,
-            pad_left: pool.pad.left as i64,
-            out_w: out.w as i64,
-            out_stride: out.stride as i64,
+        let image = Buf {
+            offset: 0,
+            n: 1,
+            h: conv_h,
+            w: conv_w,
+            c: out.c,
+            stride: out.c,
         };
-        let geometry = pack.push(&g.words());
-        ConvPool::with(conv, (conv_h, conv_w), pool, out, scratch, (&MAXPOOL_RING, geometry))
-    }
-
-    fn with(
-        conv: Rows,
-        (conv_h, conv_w): (usize, usize),
-        pool: &Pool,
-        out: Buf,
-        scratch: usize,
-        pooling: (&'static HostFn, usize),
-    ) -> ConvPool {
+        let geometry = pack.push(&PoolGeometry::of(pool, &image, &Buf { n: 1, ..out }, None).words());
+        let f = match conv {
+            Rows::Wide(_) => &pool_wide::RING_AVX2,
+            Rows::Baseline(_) => &MAXPOOL_RING,
+        };
         let pooled = out.n * out.h;
         ConvPool {
             conv,
@@ -256,7 +193,7 @@ impl ConvPool {
             conv_h,
             ring: ring_len(pool, conv_w, out.c),
             scratch,
-            pooling,
+            pooling: (f, geometry),
             kh: pool.kernel.0,
             sh: pool.stride.0,
             pad_top: pool.pad.top,

@@ -49,31 +49,61 @@ pub const MAX_KH: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolGeometry {
-    in_h: i64,
-    in_w: i64,
+    pub(super) in_h: i64,
+    pub(super) in_w: i64,
     /// Elements between consecutive input pixels.
-    in_stride: i64,
-    c: i64,
-    kh: i64,
-    kw: i64,
-    sh: i64,
-    sw: i64,
-    pad_top: i64,
-    pad_left: i64,
-    pad_bottom: i64,
-    pad_right: i64,
-    out_w: i64,
-    out_stride: i64,
+    pub(super) in_stride: i64,
+    pub(super) c: i64,
+    pub(super) kh: i64,
+    pub(super) kw: i64,
+    pub(super) sh: i64,
+    pub(super) sw: i64,
+    pub(super) pad_top: i64,
+    pub(super) pad_left: i64,
+    pub(super) pad_bottom: i64,
+    pub(super) pad_right: i64,
+    pub(super) out_w: i64,
+    pub(super) out_stride: i64,
     /// 1 for max pooling, 0 for average pooling.
-    max: i64,
-    count_include_pad: i64,
+    pub(super) max: i64,
+    pub(super) count_include_pad: i64,
     /// `ACT_*` of `direct_wide`.
-    act: i64,
+    pub(super) act: i64,
     /// The leaky slope's `f32` bits.
-    slope: i64,
+    pub(super) slope: i64,
 }
 
 impl PoolGeometry {
+    /// The shapes and epilogue of pooling `p` from `input` to `out`.
+    pub(super) fn of(p: &Pool, input: &Buf, out: &Buf, act: Option<Activation>) -> PoolGeometry {
+        let (act, slope) = act_code(act);
+        PoolGeometry {
+            in_h: input.h as i64,
+            in_w: input.w as i64,
+            in_stride: input.stride as i64,
+            c: input.c as i64,
+            kh: p.kernel.0 as i64,
+            kw: p.kernel.1 as i64,
+            sh: p.stride.0 as i64,
+            sw: p.stride.1 as i64,
+            pad_top: p.pad.top as i64,
+            pad_left: p.pad.left as i64,
+            pad_bottom: p.pad.bottom as i64,
+            pad_right: p.pad.right as i64,
+            out_w: out.w as i64,
+            out_stride: out.stride as i64,
+            max: i64::from(p.kind == PoolKind::Max),
+            count_include_pad: i64::from(p.count_include_pad),
+            act,
+            slope: i64::from(slope.to_bits()),
+        }
+    }
+
+    /// The geometry as packed data (see `direct_wide::pack_words`).
+    pub(super) fn words(&self) -> Vec<f32> {
+        pack_words(&self.fields())
+    }
+
     fn fields(&self) -> [i64; 18] {
         [
             self.in_h,
@@ -108,7 +138,7 @@ row_host_fn!(
 
 /// The ring row function of a fused max pooling, `extern "C" fn(geometry, ring, y, out)`: output
 /// row `y` from the input rows of its window, row `iy` at ring row `iy mod kh` (see `conv_pool.rs`;
-/// the geometry is a [`PoolWide`]'s, over the convolution's output).
+/// the geometry a [`PoolGeometry`] over the convolution's output).
 pub static RING_AVX2: HostFn = HostFn {
     symbol: "netc_pool_ring_avx2",
     params: &[Ty::Ptr, Ty::Ptr, Ty::I64, Ty::Ptr],
@@ -164,41 +194,13 @@ impl PoolWide {
             "pooling keeps the batch and the channels"
         );
         assert!(Self::supports(p), "a window of at most {MAX_KH} rows");
-        let (act, slope) = act_code(act);
-        let g = PoolGeometry {
-            in_h: input.h as i64,
-            in_w: input.w as i64,
-            in_stride: input.stride as i64,
-            c: input.c as i64,
-            kh: p.kernel.0 as i64,
-            kw: p.kernel.1 as i64,
-            sh: p.stride.0 as i64,
-            sw: p.stride.1 as i64,
-            pad_top: p.pad.top as i64,
-            pad_left: p.pad.left as i64,
-            pad_bottom: p.pad.bottom as i64,
-            pad_right: p.pad.right as i64,
-            out_w: out.w as i64,
-            out_stride: out.stride as i64,
-            max: i64::from(p.kind == PoolKind::Max),
-            count_include_pad: i64::from(p.count_include_pad),
-            act,
-            slope: i64::from(slope.to_bits()),
-        };
-        let geometry = pack.push(&pack_words(&g.fields()));
+        let geometry = pack.push(&PoolGeometry::of(p, &input, &out, act).words());
         PoolWide {
             input,
             out,
             taps: p.kernel.0 * p.kernel.1,
             geometry,
         }
-    }
-}
-
-impl PoolWide {
-    /// The packed geometry, for [`RING_AVX2`].
-    pub fn geometry(&self) -> usize {
-        self.geometry
     }
 }
 
