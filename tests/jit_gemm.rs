@@ -310,7 +310,7 @@ fn check(case: &Case) {
 /// Generates the kernel of `case` for `isa`, runs it on a random arena and compares with plain
 /// Rust: the output slots within 1e-4, every other element unchanged; then every split of the
 /// items in two, in both orders and on two threads at once, must give the same bits.
-fn check_isa(case: &Case, isa: Isa) {
+fn check_isa(case: &Case, isa: Isa) -> Vec<&'static str> {
     let Case { m, k, n, groups, .. } = *case;
     let (cin, cout) = (k * groups, n * groups);
     let buf = |offset: usize, c: usize, l: &Layout| Buf {
@@ -439,6 +439,7 @@ fn check_isa(case: &Case, isa: Isa) {
     }
     // SAFETY: `f` is not used afterwards.
     unsafe { module.free_memory() };
+    gemm.host_fns().iter().map(|h| h.symbol).collect()
 }
 
 const ACTS: [Option<Activation>; 4] = [
@@ -795,6 +796,50 @@ fn narrow_last_panels_joined_to_the_full_one_before() {
                 act: ACTS[(i + j) % 4],
             });
         }
+    }
+}
+
+/// A narrow last panel of 1-4 columns computed as dot products on AVX2 (`avx2_dot.rs`): `k`
+/// a multiple of 8 or not (the last block masked), one to a few rows (pairs and a single row),
+/// one or three groups, with or without bias, each plain activation, in wider pixels or at an
+/// offset of one. A layer with a leaky slope, a residual, scattered input channels or `k` below
+/// one vector keeps the register tile, and so does every other instruction set.
+#[test]
+fn narrow_last_panels_as_dot_products() {
+    let mut rng = Rng(53);
+    let avx2 = isas().into_iter().find(|i| i.gemm_level() == Level::Avx2);
+    let mut dots = 0;
+    for (i, n) in [1, 4, 17, 20, 35, 116].into_iter().enumerate() {
+        for j in 0..6 {
+            // Shuffled over three groups, a group's input channels are scattered.
+            let groups = if j == 5 { 3 } else { [1, 3][(i + j) % 2] };
+            let k = [8, 13, 20, 80, 5, 33][(i + 2 * j) % 6];
+            // Cases 0-2 qualify (when k does); 3: leaky slope, 4: in-place residual, 5: input
+            // read through an offset table.
+            let case = Case {
+                m: [1, 2, 3, 7, 12][(i + j) % 5],
+                k,
+                n,
+                groups,
+                input: layout(if j == 5 { 2 } else { j % 2 }, k * groups, groups, &mut rng),
+                out: layout(j % 2, n * groups, groups, &mut rng),
+                shared_io: false,
+                residual: if j == 4 { Residual::InPlace } else { Residual::None },
+                bias: (i + j) % 2 == 0,
+                post: false,
+                act: if j == 3 { ACTS[3] } else { ACTS[(i + j) % 3] },
+            };
+            for isa in isas() {
+                let hosts = check_isa(&case, isa);
+                let dot = hosts.contains(&netc::codegen::kernels::avx2_dot::SYMBOL);
+                let qualifies = Some(isa) == avx2 && j < 3 && k >= 8;
+                assert_eq!(dot, qualifies, "{case:?} ({isa:?}): dot products used");
+                dots += usize::from(dot);
+            }
+        }
+    }
+    if avx2.is_some() {
+        assert!(dots >= 10, "only {dots} cases took the dot products");
     }
 }
 

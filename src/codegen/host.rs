@@ -44,6 +44,7 @@ pub static EXPF: HostFn = HostFn {
 pub static ALL: &[&HostFn] = &[
     &EXPF,
     &kernels::avx2::GEMM,
+    &kernels::avx2_dot::DOT,
     &kernels::avx512::GEMM,
     &kernels::direct_wide::AVX512,
     &kernels::direct_wide::AVX2,

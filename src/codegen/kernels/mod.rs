@@ -25,6 +25,7 @@ macro_rules! row_host_fn {
 }
 
 pub mod avx2;
+pub mod avx2_dot;
 pub mod avx512;
 pub mod block;
 pub mod conv;
