@@ -32,6 +32,7 @@
 //! results do not depend on how rows are split between calls or threads. Only the `k` valid
 //! inputs of a row and the `cols` outputs are touched. The function never panics.
 
+#[cfg(target_arch = "x86_64")]
 use super::avx2::{ACT_NONE, ACT_RELU, ACT_RELU6};
 use crate::codegen::host::{HostFn, Ty};
 #[cfg(target_arch = "x86_64")]
