@@ -529,7 +529,7 @@ unsafe fn rows_of<
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+pub(super) unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
     if n >= 8 {
         return _mm256_loadu_ps(p);
     }

@@ -33,7 +33,7 @@
 //! inputs of a row and the `cols` outputs are touched. The function never panics.
 
 #[cfg(target_arch = "x86_64")]
-use super::avx2::{ACT_NONE, ACT_RELU, ACT_RELU6};
+use super::avx2::{load_first, store_first, ACT_NONE, ACT_RELU, ACT_RELU6};
 use crate::codegen::host::{HostFn, Ty};
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -151,7 +151,7 @@ struct Args {
 unsafe fn rows_of<const C: usize, const ACT: i64>(args: &Args) {
     let bias = match args.bias.is_null() {
         true => _mm_setzero_ps(),
-        false => first_lanes(args.bias, C),
+        false => _mm256_castps256_ps128(load_first(args.bias, C)),
     };
     let mut fetched = 0;
     let mut r = 0;
@@ -213,7 +213,12 @@ unsafe fn rows<const C: usize, const ACT: i64, const R: usize>(args: &Args, r: u
     }
     for (i, acc) in acc.iter().enumerate() {
         let v = activate::<ACT>(_mm_add_ps(reduce::<C>(acc), bias));
-        store_first(args.out.offset(args.out_stride * (r + i) as isize), C, v);
+        // Only the low half's lanes are stored (`C <= 4`).
+        store_first(
+            args.out.offset(args.out_stride * (r + i) as isize),
+            C,
+            _mm256_castps128_ps256(v),
+        );
     }
 }
 
@@ -237,30 +242,5 @@ unsafe fn activate<const ACT: i64>(v: __m128) -> __m128 {
         ACT_RELU => _mm_max_ps(v, _mm_setzero_ps()),
         ACT_RELU6 => _mm_min_ps(_mm_max_ps(v, _mm_setzero_ps()), _mm_set1_ps(6.0)),
         _ => v,
-    }
-}
-
-/// The first `n` (`1..=4`) floats at `p`, the other lanes zero, reading only them.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn first_lanes(p: *const f32, n: usize) -> __m128 {
-    let mut lanes = [0.0f32; 4];
-    std::ptr::copy_nonoverlapping(p, lanes.as_mut_ptr(), n.min(4));
-    _mm_loadu_ps(lanes.as_ptr())
-}
-
-/// Stores the first `n` (`1..=4`) lanes of `v` at `p`, writing nothing else.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[inline]
-unsafe fn store_first(p: *mut f32, n: usize, v: __m128) {
-    match n {
-        4 => _mm_storeu_ps(p, v),
-        _ => {
-            let mut lanes = [0.0f32; 4];
-            _mm_storeu_ps(lanes.as_mut_ptr(), v);
-            std::ptr::copy_nonoverlapping(lanes.as_ptr(), p, n.min(4));
-        }
     }
 }
