@@ -1358,19 +1358,19 @@ impl Gemm {
                 let first = (g * panels) as i64;
                 // `plain`: the panel's columns are contiguous from these output and residual
                 // slots (relative to the group's bases), in a group that has a column table.
+                // Packed data of panel `g * panels + j` at element `offset`, `per_panel`
+                // elements per panel.
+                let packed = |e: &mut Emit, j: Value, offset: usize, per_panel: i64| {
+                    let at = e.b.ins().imul_imm_s(j, per_panel * 4);
+                    let at = e.b.ins().iadd(e.weights, at);
+                    e.b.ins().iadd_imm_s(at, (offset as i64 + first * per_panel) * 4)
+                };
                 let call = |e: &mut Emit, j: Value, cols: Value, plain: Option<(i64, i64)>| {
-                    // Packed data of panel `g * panels + j` at element `offset`, `per_panel`
-                    // elements per panel.
-                    let packed = |e: &mut Emit, offset: usize, per_panel: i64| {
-                        let at = e.b.ins().imul_imm_s(j, per_panel * 4);
-                        let at = e.b.ins().iadd(e.weights, at);
-                        e.b.ins().iadd_imm_s(at, (offset as i64 + first * per_panel) * 4)
-                    };
                     let null = e.int(0);
-                    let panel = packed(e, self.weights, panel_floats);
-                    let bias = self.bias.map_or(null, |o| packed(e, o, nr));
+                    let panel = packed(e, j, self.weights, panel_floats);
+                    let bias = self.bias.map_or(null, |o| packed(e, j, o, nr));
                     let (scale, shift) = match self.post {
-                        Some((sc, sh)) => (packed(e, sc, nr), packed(e, sh, nr)),
+                        Some((sc, sh)) => (packed(e, j, sc, nr), packed(e, j, sh, nr)),
                         None => (null, null),
                     };
                     let a_offsets = wg
@@ -1484,14 +1484,11 @@ impl Gemm {
                 if tail > 0 && wg.dot {
                     // The narrow last panel as dot products, prefetching the next group's first
                     // panel.
-                    let panel = |e: &mut Emit, j: i64| {
-                        e.b.ins()
-                            .iadd_imm_s(e.weights, (self.weights as i64 + (first + j) * panel_floats) * 4)
-                    };
-                    let w = panel(e, full);
-                    let next = panel(e, full + 1);
+                    let (j, after) = (e.int(full), e.int(full + 1));
+                    let w = packed(e, j, self.weights, panel_floats);
+                    let next = packed(e, after, self.weights, panel_floats);
                     let bias = match self.bias {
-                        Some(o) => e.b.ins().iadd_imm_s(e.weights, (o as i64 + (first + full) * nr) * 4),
+                        Some(o) => packed(e, j, o, nr),
                         None => e.int(0),
                     };
                     let at = e.b.ins().iadd_imm_s(out, full * nr * 4);
